@@ -1,0 +1,581 @@
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime/debug"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/moatmail/moat/config"
+)
+
+// Version is moat's version, set at build time with -ldflags "-X github.com/moatmail/moat/policy.Version=…".
+var Version = "0.1.0-dev"
+
+// Settings is the [policy] table of the configuration file.
+type Settings struct {
+	// AuthservID names this host in Authentication-Results (RFC 8601 section 2.5); default: the host name.
+	AuthservID string `toml:"authserv_id"`
+	// DryRun puts every check in dry-run mode: findings are logged, nothing is rejected.
+	DryRun bool `toml:"dry_run"`
+	// TagScore, QuarantineScore and RejectScore are thresholds on the message's total spam score.
+	TagScore        float64 `toml:"tag_score"`
+	QuarantineScore float64 `toml:"quarantine_score"`
+	RejectScore     float64 `toml:"reject_score"`
+	// TraceHeader is the name of moat's trace header; "" turns it off.
+	TraceHeader string `toml:"trace_header"`
+	// StageTimeout bounds each envelope-stage check; MessageTimeout bounds the end-of-message work.
+	StageTimeout   config.Duration `toml:"stage_timeout"`
+	MessageTimeout config.Duration `toml:"message_timeout"`
+}
+
+// DefaultSettings are the [policy] defaults.
+func DefaultSettings() Settings {
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "localhost"
+	}
+	return Settings{
+		AuthservID:     host,
+		TagScore:       5,
+		RejectScore:    0,
+		TraceHeader:    "X-Moat",
+		StageTimeout:   config.Duration(10 * time.Second),
+		MessageTimeout: config.Duration(120 * time.Second),
+	}
+}
+
+// spamHeaders are SpamAssassin's headers, which moat writes itself and never lets through from outside.
+var spamHeaders = []string{"X-Spam-Flag", "X-Spam-Score", "X-Spam-Level", "X-Spam-Status"}
+
+type entry struct {
+	check   Check
+	name    string
+	kind    Kind
+	dryRun  bool
+	timeout time.Duration
+}
+
+// Engine runs the configured checks stage by stage and applies the policy step. One Engine exists per loaded
+// configuration; a reload builds a new one and retires the old one when its last session ends.
+type Engine struct {
+	Settings Settings
+	params   Params
+	entries  []*entry
+	byStage  [StageEOM + 1][]*entry
+	owned    []string
+	env      *Env
+	log      *slog.Logger
+
+	users   atomic.Int64
+	retired atomic.Bool
+	closed  sync.Once
+}
+
+// Build builds an engine from a configuration file: it validates the top-level tables, the [policy] table and
+// every [checks.NAME] table, and sets up the enabled checks in Order.
+func Build(f *config.File, logger *slog.Logger) (*Engine, error) {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	if err := checkOrder(); err != nil {
+		return nil, err
+	}
+	known := knownSections()
+	for _, k := range f.TopKeys() {
+		if !contains(known, k) {
+			return nil, &config.Error{File: f.Path, Line: f.LineOf(k), Key: k,
+				Msg: fmt.Sprintf("unknown table (known: %s)", strings.Join(known, ", "))}
+		}
+	}
+	st := DefaultSettings()
+	if err := f.Section("policy").Decode(&st); err != nil {
+		return nil, err
+	}
+	psec := f.Section("policy")
+	if st.AuthservID == "" || strings.ContainsAny(st.AuthservID, " ;\t\r\n") {
+		return nil, psec.Errorf("authserv_id", "must be a host name without spaces or ';'")
+	}
+	if st.TraceHeader != "" && !validHeaderName(st.TraceHeader) {
+		return nil, psec.Errorf("trace_header", "%q is not a valid header name", st.TraceHeader)
+	}
+	if st.RejectScore > 0 && st.QuarantineScore > st.RejectScore {
+		return nil, psec.Errorf("quarantine_score", "must not be above reject_score")
+	}
+	if st.StageTimeout <= 0 || st.MessageTimeout <= 0 {
+		return nil, psec.Errorf("stage_timeout", "timeouts must be positive")
+	}
+	e := &Engine{
+		Settings: st,
+		params:   Params{DryRun: st.DryRun, TagScore: st.TagScore, QuarantineScore: st.QuarantineScore, RejectScore: st.RejectScore},
+		env:      NewEnv(f, logger),
+		log:      logger,
+	}
+	checks := f.Section("checks")
+	registered := Registered()
+	for _, name := range checks.Keys() {
+		if _, ok := lookupSetup(name); !ok {
+			return nil, checks.Errorf(name, "unknown check (known: %s)", strings.Join(registered, ", "))
+		}
+	}
+	for _, name := range Order {
+		setup, ok := lookupSetup(name)
+		sec := checks.Sub(name)
+		if !ok || !sec.Present() {
+			continue
+		}
+		var generic struct {
+			Enabled bool            `toml:"enabled"`
+			DryRun  bool            `toml:"dry_run"`
+			Timeout config.Duration `toml:"timeout"`
+		}
+		generic.Enabled = true
+		if err := sec.Pick("enabled", "dry_run", "timeout").Decode(&generic); err != nil {
+			e.close()
+			return nil, err
+		}
+		if !generic.Enabled {
+			continue
+		}
+		c, err := setup(sec.Without("enabled", "dry_run", "timeout"), e.env)
+		if err != nil {
+			e.close()
+			return nil, err
+		}
+		en := &entry{check: c, name: name, kind: c.Kind(), dryRun: generic.DryRun || st.DryRun, timeout: generic.Timeout.D()}
+		e.entries = append(e.entries, en)
+		for _, stage := range Stages(c) {
+			e.byStage[stage] = append(e.byStage[stage], en)
+		}
+		if ho, ok := c.(HeaderOwner); ok {
+			e.owned = append(e.owned, ho.OwnedHeaders()...)
+		}
+	}
+	e.owned = append(e.owned, spamHeaders...)
+	if st.TraceHeader != "" {
+		e.owned = append(e.owned, st.TraceHeader)
+	}
+	return e, nil
+}
+
+// Stages reports which stages some enabled check needs, so that the milter asks the MTA for no more.
+func (e *Engine) Stages() map[Stage]bool {
+	out := map[Stage]bool{}
+	for st, list := range e.byStage {
+		if len(list) > 0 {
+			out[Stage(st)] = true
+		}
+	}
+	return out
+}
+
+// Checks lists the enabled checks in run order.
+func (e *Engine) Checks() []string {
+	out := make([]string, len(e.entries))
+	for i, en := range e.entries {
+		out[i] = en.name
+	}
+	return out
+}
+
+// Acquire marks the engine in use by a session; Release ends that use. A retired engine closes its checks
+// when the last user releases it.
+func (e *Engine) Acquire() { e.users.Add(1) }
+
+// Release ends a use started with Acquire.
+func (e *Engine) Release() {
+	if e.users.Add(-1) == 0 && e.retired.Load() {
+		e.close()
+	}
+}
+
+// Retire marks the engine as replaced (reload or shutdown); it closes once no session uses it.
+func (e *Engine) Retire() {
+	e.retired.Store(true)
+	if e.users.Load() == 0 {
+		e.close()
+	}
+}
+
+func (e *Engine) close() {
+	e.closed.Do(func() {
+		for _, en := range e.entries {
+			if c, ok := en.check.(Closer); ok {
+				if err := c.Close(); err != nil {
+					e.log.Warn("closing check", "check", en.name, "err", err)
+				}
+			}
+		}
+		if err := e.env.close(); err != nil {
+			e.log.Warn("closing shared services", "err", err)
+		}
+	})
+}
+
+// Connect runs the connect-stage checks.
+func (e *Engine) Connect(ctx context.Context, s *Session) Decision {
+	return e.envelopeStage(ctx, StageConnect, s)
+}
+
+// Helo runs the helo-stage checks. s.Helo is set by the caller.
+func (e *Engine) Helo(ctx context.Context, s *Session) Decision {
+	return e.envelopeStage(ctx, StageHelo, s)
+}
+
+// Mail starts a new message with the envelope sender raw (as the MTA passed it, without angle brackets) and
+// runs the mail-stage checks. A malformed address is refused here, with a reference id like any rejection.
+func (e *Engine) Mail(ctx context.Context, s *Session, raw, args string) Decision {
+	s.ResetMessage()
+	from, err := ParseAddress(raw)
+	s.MailArgs = args
+	if err != nil {
+		f := Rejectf(StatusPermError, "bad-sender-syntax", 553, "5.1.7", "<%s>: malformed sender address", sanitize(raw))
+		f.Err = err
+		return e.decideNow(StageMail, s, nil, f)
+	}
+	s.From = from
+	return e.envelopeStage(ctx, StageMail, s)
+}
+
+// Rcpt adds a recipient and runs the rcpt-stage checks for it; the decision applies to this recipient only.
+// The recipient is appended to s.Rcpts with its decision.
+func (e *Engine) Rcpt(ctx context.Context, s *Session, raw, args string) (*Recipient, Decision) {
+	addr, err := ParseAddress(raw)
+	r := &Recipient{Addr: addr, Args: args}
+	s.Rcpts = append(s.Rcpts, r)
+	if err != nil || addr.Null() {
+		if err == nil {
+			err = ErrBadAddress
+		}
+		f := Rejectf(StatusPermError, "bad-recipient-syntax", 553, "5.1.3", "<%s>: malformed recipient address", sanitize(raw))
+		f.Err = err
+		r.Decision = e.decideNow(StageRcpt, s, r, f)
+		return r, r.Decision
+	}
+	e.run(ctx, StageRcpt, s, r)
+	in := Input{Stage: StageRcpt, Ref: s.Ref, Whitelisted: s.Whitelisted(r)}
+	for _, f := range s.Findings() {
+		if f.Kind == KindAntispam && (f.Verdict == Reject || f.Verdict == Tempfail) {
+			in.Findings = append(in.Findings, f)
+		}
+	}
+	in.Findings = append(in.Findings, r.Findings...)
+	r.Decision = Analyze(in, e.params)
+	return r, r.Decision
+}
+
+// Headers runs the header-stage checks once s.Headers is complete, and opens the body streams of the checks
+// that read the message as it arrives.
+func (e *Engine) Headers(ctx context.Context, s *Session) Decision {
+	d := e.envelopeStage(ctx, StageHeaders, s)
+	if d.Action != ActContinue {
+		return d
+	}
+	wl := s.Whitelisted(nil)
+	for _, en := range e.byStage[StageEOM] {
+		bs, ok := en.check.(BodyStreamer)
+		if !ok || (wl && en.kind == KindAntispam) {
+			continue
+		}
+		var stream BodyStream
+		func() {
+			defer func() {
+				if p := recover(); p != nil {
+					e.log.Error("check panicked", "check", en.name, "stage", "body", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+					stream = panicStream{fmt.Sprint(p)}
+				}
+			}()
+			stream = bs.StartBody(ctx, s)
+		}()
+		if stream != nil {
+			s.streams = append(s.streams, streamEntry{en: en, stream: stream})
+		}
+	}
+	return d
+}
+
+// WriteBody hands message bytes (the header block first, then the body) to the open body streams.
+func (e *Engine) WriteBody(s *Session, p []byte) {
+	for i := range s.streams {
+		st := &s.streams[i]
+		if st.failed {
+			continue
+		}
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					e.log.Error("check panicked", "check", st.en.name, "stage", "body", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+					st.failed = true
+					st.stream = panicStream{fmt.Sprint(r)}
+				}
+			}()
+			if _, err := st.stream.Write(p); err != nil {
+				st.failed = true
+				st.err = err
+			}
+		}()
+	}
+}
+
+// Abort ends the message in progress without a decision (RSET, client gone); it closes the body streams.
+func (e *Engine) Abort(s *Session) {
+	if len(s.streams) == 0 {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, st := range s.streams {
+		func() {
+			defer func() { _ = recover() }()
+			st.stream.Finish(ctx)
+		}()
+	}
+	s.streams = nil
+}
+
+type streamEntry struct {
+	en     *entry
+	stream BodyStream
+	failed bool
+	err    error
+}
+
+type panicStream struct{ msg string }
+
+func (panicStream) Write(p []byte) (int, error) { return len(p), nil }
+func (p panicStream) Finish(context.Context) []Finding {
+	return []Finding{panicFinding(p.msg)}
+}
+
+// Outcome is the end-of-message result: the decision and the header changes to make when the message is
+// accepted.
+type Outcome struct {
+	Decision
+	Score         float64
+	AddHeaders    []Header    // append at the end of the header block
+	InsertHeaders []Header    // insert at the top, in this order
+	RemoveHeaders []HeaderRef // delete these incoming header fields
+}
+
+// HeaderRef names one header field by name and its 1-based index among the fields of that name, which is
+// how the milter protocol addresses header changes.
+type HeaderRef struct {
+	Name  string
+	Index int
+}
+
+// EOM runs the end-of-message checks (body streams and message checkers, in parallel), applies the policy step
+// and composes the headers.
+func (e *Engine) EOM(ctx context.Context, s *Session, m Message) Outcome {
+	s.setStage(StageEOM)
+	ctx, cancel := context.WithTimeout(ctx, e.Settings.MessageTimeout.D())
+	defer cancel()
+	wl := s.Whitelisted(nil)
+	type job struct {
+		en  *entry
+		run func(context.Context) []Finding
+	}
+	var jobs []job
+	streams := s.streams
+	s.streams = nil
+	for _, en := range e.byStage[StageEOM] {
+		en := en
+		if wl && en.kind == KindAntispam {
+			continue
+		}
+		for _, st := range streams {
+			if st.en == en {
+				st := st
+				jobs = append(jobs, job{en, func(ctx context.Context) []Finding {
+					fs := st.stream.Finish(ctx)
+					if st.err != nil {
+						fs = append(fs, Finding{Status: StatusTempError, Reason: "stream-error", Err: st.err})
+					}
+					return fs
+				}})
+			}
+		}
+		if mc, ok := en.check.(MessageChecker); ok {
+			jobs = append(jobs, job{en, func(ctx context.Context) []Finding { return mc.Message(ctx, s, m) }})
+		}
+	}
+	results := make([][]Finding, len(jobs))
+	var wg sync.WaitGroup
+	for i, j := range jobs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = e.call(ctx, j.en, StageEOM, s, nil, j.run)
+		}()
+	}
+	wg.Wait()
+	var eom []Finding
+	for _, fs := range results {
+		eom = append(eom, fs...)
+	}
+	s.addFindings(StageEOM, eom)
+
+	all := s.Findings()
+	score, scored := 0.0, false
+	var counted []Finding
+	for _, f := range all {
+		if f.Kind == KindAntispam && !f.DryRun {
+			score += f.Score
+		}
+		if f.Scored {
+			scored = true
+		}
+		if f.Stage >= StageHeaders || f.Verdict == Quarantine || f.Verdict == Discard {
+			counted = append(counted, f)
+		}
+	}
+	for _, r := range s.AcceptedRcpts() {
+		for _, f := range r.Findings {
+			if f.Verdict == Quarantine || f.Verdict == Discard {
+				counted = append(counted, f)
+			}
+		}
+	}
+	d := Analyze(Input{Stage: StageEOM, Ref: s.Ref, Findings: counted, Whitelisted: wl, Score: score}, e.params)
+	out := Outcome{Decision: d, Score: score}
+	if d.Action == ActReject || d.Action == ActTempfail || d.Action == ActDiscard {
+		return out
+	}
+	e.composeHeaders(s, &out, all, scored, wl)
+	return out
+}
+
+func (e *Engine) envelopeStage(ctx context.Context, stage Stage, s *Session) Decision {
+	fs := e.run(ctx, stage, s, nil)
+	return Analyze(Input{Stage: stage, Ref: s.Ref, Findings: fs, Whitelisted: s.Whitelisted(nil)}, e.params)
+}
+
+// decideNow records a finding made by the engine itself (malformed address) and answers from it.
+func (e *Engine) decideNow(stage Stage, s *Session, r *Recipient, f Finding) Decision {
+	f.Check, f.Stage, f.Kind = "moat", stage, KindAccess
+	if r != nil {
+		r.Findings = append(r.Findings, f)
+	} else {
+		s.addFindings(stage, []Finding{f})
+	}
+	return Analyze(Input{Stage: stage, Ref: s.Ref, Findings: []Finding{f}}, e.params)
+}
+
+// run runs the checks of one envelope stage in order; each sees the findings of the ones before it.
+func (e *Engine) run(ctx context.Context, stage Stage, s *Session, r *Recipient) []Finding {
+	s.setStage(stage)
+	var out []Finding
+	for _, en := range e.byStage[stage] {
+		if en.kind == KindAntispam && s.Whitelisted(r) {
+			continue
+		}
+		var call func(context.Context) []Finding
+		switch stage {
+		case StageConnect:
+			call = func(ctx context.Context) []Finding { return en.check.(ConnectChecker).Connect(ctx, s) }
+		case StageHelo:
+			call = func(ctx context.Context) []Finding { return en.check.(HeloChecker).Helo(ctx, s) }
+		case StageMail:
+			call = func(ctx context.Context) []Finding { return en.check.(MailChecker).Mail(ctx, s) }
+		case StageRcpt:
+			call = func(ctx context.Context) []Finding { return en.check.(RcptChecker).Rcpt(ctx, s, r) }
+		case StageHeaders:
+			call = func(ctx context.Context) []Finding { return en.check.(HeaderChecker).Headers(ctx, s) }
+		}
+		fs := e.call(ctx, en, stage, s, r, call)
+		if r != nil {
+			r.Findings = append(r.Findings, fs...)
+		} else {
+			s.addFindings(stage, fs)
+		}
+		out = append(out, fs...)
+	}
+	return out
+}
+
+// call runs one check with its deadline. A panic becomes a tempfail finding for this message (the daemon
+// lives on), logged with its stack.
+func (e *Engine) call(ctx context.Context, en *entry, stage Stage, s *Session, r *Recipient, fn func(context.Context) []Finding) (fs []Finding) {
+	timeout := en.timeout
+	if timeout == 0 {
+		timeout = e.Settings.StageTimeout.D()
+		if stage == StageEOM {
+			timeout = e.Settings.MessageTimeout.D()
+		}
+	}
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	start := time.Now()
+	defer func() {
+		if p := recover(); p != nil {
+			e.log.Error("check panicked", "ref", s.Ref, "check", en.name, "stage", stage.String(),
+				"panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			fs = []Finding{panicFinding(fmt.Sprint(p))}
+		}
+		elapsed := time.Since(start)
+		if len(fs) == 0 {
+			fs = []Finding{{Status: StatusNone}}
+		}
+		for i := range fs {
+			f := &fs[i]
+			f.Check, f.Stage, f.Kind, f.Elapsed = en.name, stage, en.kind, elapsed
+			if en.dryRun && f.Verdict != None && f.Verdict != Whitelist {
+				f.DryRun, f.WouldBe, f.Verdict = true, f.Verdict, None
+			}
+		}
+	}()
+	return fn(cctx)
+}
+
+func panicFinding(msg string) Finding {
+	return Finding{Status: StatusTempError, Verdict: Tempfail, Reason: "internal-error",
+		Err:   errors.New("check panicked: " + msg),
+		Reply: Reply{Code: 451, Enhanced: "4.3.0", Text: "Internal error while checking the message, please try again later"}}
+}
+
+func (s *Session) setStage(st Stage) {
+	s.mu.Lock()
+	s.stage = st
+	s.mu.Unlock()
+}
+
+func validHeaderName(n string) bool {
+	if n == "" {
+		return false
+	}
+	for i := 0; i < len(n); i++ {
+		if c := n[i]; c <= ' ' || c >= 0x7f || c == ':' {
+			return false
+		}
+	}
+	return true
+}
+
+func contains(list []string, s string) bool {
+	i := sort.SearchStrings(list, s)
+	return i < len(list) && list[i] == s
+}
+
+// sanitize makes an address safe to quote in a reply: printable ASCII, bounded length.
+func sanitize(s string) string {
+	var b strings.Builder
+	for _, c := range s {
+		if b.Len() >= 256 {
+			b.WriteString("...")
+			break
+		}
+		if c < 0x20 || c >= 0x7f {
+			b.WriteByte('?')
+			continue
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
