@@ -14,8 +14,8 @@
 // # Order
 //
 // Checks run in the order of the list in order.go, whatever the order of the configuration file. Within a stage
-// they run one after the other, except at end of message, where [MessageChecker]s run in parallel (clamd and
-// spamd scan at the same time).
+// they run one after the other. At end of message the body streams finish first (in parallel), then the
+// [MessageChecker]s run in order, then the [ContentScanner]s all at once (clamd and spamd scan at the same time).
 //
 // # Kinds
 //
@@ -122,9 +122,16 @@ type BodyStream interface {
 	Finish(ctx context.Context) []Finding
 }
 
-// MessageChecker runs at end of message with the whole spooled message. Message checkers run in parallel.
+// MessageChecker runs at end of message with the whole spooled message, after every body stream finished,
+// one after the other in Order, so that it sees their findings (DMARC reads DKIM's).
 type MessageChecker interface {
 	Message(ctx context.Context, s *Session, m Message) []Finding
+}
+
+// ContentScanner runs at end of message after the message checkers, all scanners at the same time (clamd and
+// spamd scan in parallel). White-listing decided by then skips anti-spam scanners.
+type ContentScanner interface {
+	Scan(ctx context.Context, s *Session, m Message) []Finding
 }
 
 // HeaderOwner is implemented by checks that add headers which a sender must not be able to forge (X-Spam-*,
@@ -158,8 +165,9 @@ func Stages(c Check) []Stage {
 		out = append(out, StageHeaders)
 	}
 	_, streams := c.(BodyStreamer)
-	_, scans := c.(MessageChecker)
-	if streams || scans {
+	_, checks := c.(MessageChecker)
+	_, scans := c.(ContentScanner)
+	if streams || checks || scans {
 		out = append(out, StageEOM)
 	}
 	return out

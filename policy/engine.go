@@ -377,50 +377,40 @@ func (e *Engine) EOM(ctx context.Context, s *Session, m Message) Outcome {
 	s.setStage(StageEOM)
 	ctx, cancel := context.WithTimeout(ctx, e.Settings.MessageTimeout.D())
 	defer cancel()
-	wl := s.Whitelisted(nil)
-	type job struct {
-		en  *entry
-		run func(context.Context) []Finding
-	}
-	var jobs []job
+	// Phase 1: the body streams finish, in parallel.
 	streams := s.streams
 	s.streams = nil
+	var jobs []eomJob
+	for _, st := range streams {
+		st := st
+		jobs = append(jobs, eomJob{st.en, func(ctx context.Context) []Finding {
+			fs := st.stream.Finish(ctx)
+			if st.err != nil {
+				fs = append(fs, Finding{Status: StatusTempError, Reason: "stream-error", Err: st.err})
+			}
+			return fs
+		}})
+	}
+	s.addFindings(StageEOM, e.parallel(ctx, s, jobs))
+	// Phase 2: message checkers, in order, each seeing the findings before it.
 	for _, en := range e.byStage[StageEOM] {
-		en := en
-		if wl && en.kind == KindAntispam {
+		mc, ok := en.check.(MessageChecker)
+		if !ok || (en.kind == KindAntispam && s.Whitelisted(nil)) {
 			continue
 		}
-		for _, st := range streams {
-			if st.en == en {
-				st := st
-				jobs = append(jobs, job{en, func(ctx context.Context) []Finding {
-					fs := st.stream.Finish(ctx)
-					if st.err != nil {
-						fs = append(fs, Finding{Status: StatusTempError, Reason: "stream-error", Err: st.err})
-					}
-					return fs
-				}})
-			}
+		s.addFindings(StageEOM, e.call(ctx, en, StageEOM, s, nil, func(ctx context.Context) []Finding { return mc.Message(ctx, s, m) }))
+	}
+	// Phase 3: content scanners, in parallel.
+	wl := s.Whitelisted(nil)
+	jobs = nil
+	for _, en := range e.byStage[StageEOM] {
+		sc, ok := en.check.(ContentScanner)
+		if !ok || (wl && en.kind == KindAntispam) {
+			continue
 		}
-		if mc, ok := en.check.(MessageChecker); ok {
-			jobs = append(jobs, job{en, func(ctx context.Context) []Finding { return mc.Message(ctx, s, m) }})
-		}
+		jobs = append(jobs, eomJob{en, func(ctx context.Context) []Finding { return sc.Scan(ctx, s, m) }})
 	}
-	results := make([][]Finding, len(jobs))
-	var wg sync.WaitGroup
-	for i, j := range jobs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			results[i] = e.call(ctx, j.en, StageEOM, s, nil, j.run)
-		}()
-	}
-	wg.Wait()
-	var eom []Finding
-	for _, fs := range results {
-		eom = append(eom, fs...)
-	}
-	s.addFindings(StageEOM, eom)
+	s.addFindings(StageEOM, e.parallel(ctx, s, jobs))
 
 	all := s.Findings()
 	score, scored := 0.0, false
@@ -449,6 +439,30 @@ func (e *Engine) EOM(ctx context.Context, s *Session, m Message) Outcome {
 		return out
 	}
 	e.composeHeaders(s, &out, all, scored, wl)
+	return out
+}
+
+type eomJob struct {
+	en  *entry
+	run func(context.Context) []Finding
+}
+
+// parallel runs end-of-message jobs at the same time and returns their findings in job order.
+func (e *Engine) parallel(ctx context.Context, s *Session, jobs []eomJob) []Finding {
+	results := make([][]Finding, len(jobs))
+	var wg sync.WaitGroup
+	for i, j := range jobs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = e.call(ctx, j.en, StageEOM, s, nil, j.run)
+		}()
+	}
+	wg.Wait()
+	var out []Finding
+	for _, fs := range results {
+		out = append(out, fs...)
+	}
 	return out
 }
 

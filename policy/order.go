@@ -7,9 +7,8 @@ package policy
 //     anti-spam checks after it can be skipped;
 //   - then the DNS checks (DNSBL, rDNS, SPF), whose results greylisting and DMARC read;
 //   - greylisting after SPF (it groups SPF-passing senders by domain) and after the DNSWL;
-//   - at end of message DKIM before DMARC (DMARC needs its results), the scanners, and DKIM signing last so
-//     that it signs the headers the others added… no: signing covers the sender's headers only, so it may run
-//     anywhere at end of message; last keeps it apart.
+//   - at end of message DKIM verification before DMARC (DMARC reads its results); DKIM signing last. The
+//     scanners (clamd, spamd) run after all message checkers, in parallel with each other.
 //
 // The configuration file turns checks on and off; it never changes this order.
 var Order = []string{

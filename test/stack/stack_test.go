@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"net"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -192,5 +194,63 @@ func TestClamd(t *testing.T) {
 		}
 	} else if InCI() {
 		t.Errorf("clamav-testfiles: %v", err)
+	}
+}
+
+func TestSpamd(t *testing.T) {
+	start := time.Now()
+	s := StartSpamd(t)
+	t.Logf("spamd ready in %v", time.Since(start))
+	check := func(body string) string {
+		msg := "From: a@b.test\r\nTo: c@d.test\r\nSubject: test\r\n\r\n" + body + "\r\n"
+		c, err := net.Dial("tcp", s.Addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(60 * time.Second))
+		fmt.Fprintf(c, "CHECK SPAMC/1.5\r\nContent-length: %d\r\n\r\n%s", len(msg), msg)
+		b := make([]byte, 4096)
+		var out []byte
+		for {
+			n, err := c.Read(b)
+			out = append(out, b[:n]...)
+			if err != nil {
+				break
+			}
+		}
+		return string(out)
+	}
+	start = time.Now()
+	got := check(GTUBE)
+	t.Logf("GTUBE check in %v", time.Since(start))
+	if !strings.Contains(got, "SPAMD/1.") || !strings.Contains(got, "Spam: True ; 10") {
+		t.Fatalf("GTUBE: %q\n%s", got, s.Log())
+	}
+	var score float64
+	if i := strings.Index(got, "Spam: True ; "); i >= 0 {
+		fmt.Sscanf(got[i+len("Spam: True ; "):], "%g", &score)
+	}
+	if score < 1000 {
+		t.Fatalf("GTUBE score %v: %q", score, got)
+	}
+	if got := check("just a friendly note about lunch"); !strings.Contains(got, "Spam: False") {
+		t.Fatalf("ham: %q", got)
+	}
+	// TELL (learning) works and sa-learn sees the same Bayes database.
+	msg := "From: a@b.test\r\nTo: c@d.test\r\nSubject: cheap pills\r\n\r\nbuy cheap pills now, limited offer on pills\r\n"
+	c, err := net.Dial("tcp", s.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	fmt.Fprintf(c, "TELL SPAMC/1.5\r\nMessage-class: spam\r\nSet: local\r\nContent-length: %d\r\n\r\n%s", len(msg), msg)
+	reply, _ := io.ReadAll(c)
+	c.Close()
+	if !strings.Contains(string(reply), "DidSet: local") {
+		t.Fatalf("TELL: %q\n%s", reply, s.Log())
+	}
+	if m := s.DumpMagic(t); !regexp.MustCompile(`\s1\s+0\s+non-token data: nspam`).MatchString(m) {
+		t.Fatalf("dump magic after TELL: %s", m)
 	}
 }
