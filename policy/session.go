@@ -300,8 +300,13 @@ func ParseAddress(raw string) (Address, error) {
 		return a, fmt.Errorf("%w: %v in %q", ErrBadAddress, err, raw)
 	}
 	if strings.HasPrefix(local, `"`) {
+		if len(local) < 2 || !strings.HasSuffix(local, `"`) {
+			return a, fmt.Errorf("%w: text after the quoted local part in %q", ErrBadAddress, raw)
+		}
 		a.Quoted = true
 		local = unquote(local)
+	} else if i := strings.IndexFunc(local, func(c rune) bool { return !isAtext(c) && c != '.' }); i >= 0 {
+		return a, fmt.Errorf("%w: character %q not allowed in an unquoted local part in %q", ErrBadAddress, local[i], raw)
 	}
 	if local == "" {
 		return a, fmt.Errorf("%w: empty local part in %q", ErrBadAddress, raw)
@@ -312,6 +317,13 @@ func ParseAddress(raw string) (Address, error) {
 		return a, fmt.Errorf("%w: empty domain in %q", ErrBadAddress, raw)
 	}
 	return a, nil
+}
+
+// isAtext reports whether c may appear in a dot-atom (../rfc/5322 section 3.2.3); non-ASCII is allowed for
+// SMTPUTF8 (../rfc/6531 section 3.3).
+func isAtext(c rune) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c >= 0x80 ||
+		strings.ContainsRune("!#$%&'*+-/=?^_`{|}~", c)
 }
 
 // NormalizeDomain lower-cases a domain and drops one trailing dot.

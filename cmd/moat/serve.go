@@ -1,0 +1,182 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/moatmail/moat/config"
+	"github.com/moatmail/moat/milter"
+	"github.com/moatmail/moat/policy"
+)
+
+// logConfig is the [log] table.
+type logConfig struct {
+	// Format is "text" (logfmt-style key=value) or "json".
+	Format string `toml:"format"`
+	// Level is "debug", "info", "warn" or "error".
+	Level string `toml:"level"`
+	// File is where logs go; "" or "-" is standard error.
+	File string `toml:"file"`
+}
+
+func loadLogConfig(f *config.File) (logConfig, error) {
+	c := logConfig{Format: "text", Level: "info"}
+	sec := f.Section("log")
+	if err := sec.Decode(&c); err != nil {
+		return c, err
+	}
+	if c.Format != "text" && c.Format != "json" {
+		return c, sec.Errorf("format", "want \"text\" or \"json\", got %q", c.Format)
+	}
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(c.Level)); err != nil {
+		return c, sec.Errorf("level", "want debug, info, warn or error, got %q", c.Level)
+	}
+	return c, nil
+}
+
+func newLogger(c logConfig, stderr io.Writer) (*slog.Logger, io.Closer, error) {
+	var lv slog.Level
+	_ = lv.UnmarshalText([]byte(c.Level))
+	w, closer := stderr, io.Closer(io.NopCloser(nil))
+	if c.File != "" && c.File != "-" {
+		f, err := os.OpenFile(c.File, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+		if err != nil {
+			return nil, nil, fmt.Errorf("log file: %w", err)
+		}
+		w, closer = f, f
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts)), closer, nil
+	}
+	return slog.New(slog.NewTextHandler(w, opts)), closer, nil
+}
+
+func loadMilterConfig(f *config.File) (milter.Config, error) { return milter.LoadConfig(f) }
+
+func runServe(args []string, _, stderr io.Writer) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := configFlag(fs)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	// Every error that stops start-up is printed plainly: a daemon that cannot read its configuration, bind its
+	// sockets or open its state must not half-start and leave the MTA to milter_default_action.
+	f, err := config.Load(*path)
+	if err != nil {
+		fmt.Fprintln(stderr, "moat: "+err.Error())
+		return 1
+	}
+	lc, err := loadLogConfig(f)
+	if err != nil {
+		fmt.Fprintln(stderr, "moat: "+err.Error())
+		return 1
+	}
+	log, logCloser, err := newLogger(lc, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "moat: "+err.Error())
+		return 1
+	}
+	defer logCloser.Close()
+	slog.SetDefault(log)
+	mc, err := milter.LoadConfig(f)
+	if err != nil {
+		fmt.Fprintln(stderr, "moat: "+err.Error())
+		return 1
+	}
+	eng, err := policy.Build(f, log)
+	if err != nil {
+		fmt.Fprintln(stderr, "moat: "+err.Error())
+		return 1
+	}
+	lns, err := milter.Listen(mc, log)
+	if err != nil {
+		eng.Retire()
+		fmt.Fprintln(stderr, "moat: "+err.Error())
+		return 1
+	}
+	srv := milter.NewServer(mc, eng, log)
+	srv.CleanSpool()
+	log.Info("moat started", "version", policy.Version, "config", *path, "listen", strings.Join(mc.Listen, " "),
+		"checks", orNone(eng.Checks()), "authserv_id", eng.Settings.AuthservID, "dry_run", eng.Settings.DryRun,
+		"tag_score", eng.Settings.TagScore, "reject_score", eng.Settings.RejectScore)
+
+	var wg sync.WaitGroup
+	for _, ln := range lns {
+		wg.Add(1)
+		go func(ln net.Listener) {
+			defer wg.Done()
+			if err := srv.Serve(ln); err != nil {
+				log.Error("listener failed", "addr", ln.Addr().String(), "err", err)
+			}
+		}(ln)
+	}
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	for sig := range sigs {
+		if sig == syscall.SIGHUP {
+			reload(*path, mc, srv, log)
+			continue
+		}
+		log.Info("shutting down: no new connections, waiting for sessions in flight",
+			"signal", sig.String(), "active", srv.Active(), "timeout", mc.ShutdownTimeout.String())
+		ctx, cancel := context.WithTimeout(context.Background(), mc.ShutdownTimeout.D())
+		err := srv.Shutdown(ctx)
+		cancel()
+		if err != nil {
+			log.Warn("shutdown timed out; remaining sessions were closed", "err", err)
+		}
+		wg.Wait()
+		removeSockets(mc)
+		log.Info("moat stopped")
+		return 0
+	}
+	return 0
+}
+
+// reload builds a new engine from the file and swaps it in atomically; an invalid file changes nothing.
+func reload(path string, running milter.Config, srv *milter.Server, log *slog.Logger) {
+	f, err := config.Load(path)
+	if err == nil {
+		_, err = loadLogConfig(f)
+	}
+	var mc milter.Config
+	if err == nil {
+		mc, err = milter.LoadConfig(f)
+	}
+	var eng *policy.Engine
+	if err == nil {
+		eng, err = policy.Build(f, log)
+	}
+	if err != nil {
+		log.Error("reload failed; the running configuration stays in force", "err", err)
+		return
+	}
+	if !slices.Equal(mc.Listen, running.Listen) {
+		log.Warn("reload: listen sockets changed; they take effect at restart", "running", strings.Join(running.Listen, " "))
+	}
+	srv.Swap(eng)
+	log.Info("configuration reloaded", "config", path, "checks", orNone(eng.Checks()))
+}
+
+func removeSockets(mc milter.Config) {
+	for _, l := range mc.Listen {
+		if p, ok := strings.CutPrefix(l, "unix:"); ok {
+			_ = os.Remove(p)
+		}
+	}
+}

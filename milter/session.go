@@ -1,0 +1,324 @@
+package milter
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/netip"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"time"
+
+	gomilter "github.com/d--j/go-milter"
+
+	"github.com/moatmail/moat/policy"
+	"github.com/moatmail/moat/scanners/spool"
+)
+
+// session is one MTA connection: one SMTP session and the messages in it. The library calls its methods one at
+// a time, in protocol order.
+type session struct {
+	gomilter.NoOpMilter
+	srv *Server
+	eng *policy.Engine
+	s   *policy.Session
+
+	inMessage bool // MAIL FROM seen and the message not yet summarised in the log
+	final     policy.Decision
+	hdr       bytes.Buffer // the header block, rebuilt for the spool and the body streams
+	body      *spool.Spool
+	bodyErr   error
+}
+
+// answer turns a decision into the milter reply for an envelope stage.
+func answer(d policy.Decision) *gomilter.Response {
+	switch d.Action {
+	case policy.ActReject, policy.ActTempfail:
+		resp, err := gomilter.RejectWithCodeAndReason(uint16(d.Reply.Code), d.Reply.Enhanced+" "+d.Reply.Text)
+		if err != nil {
+			if d.Action == policy.ActReject {
+				return gomilter.RespReject
+			}
+			return gomilter.RespTempFail
+		}
+		return resp
+	case policy.ActDiscard:
+		return gomilter.RespDiscard
+	}
+	return gomilter.RespContinue
+}
+
+// guard turns a panic in the callback into a tempfail for the message, logged with its stack, so that one bad
+// message never takes the daemon down.
+func (m *session) guard(stage string, resp **gomilter.Response, err *error) {
+	p := recover()
+	if p == nil {
+		return
+	}
+	ref := ""
+	if m.s != nil {
+		ref = m.s.Ref
+	}
+	m.srv.log.Error("panic in milter session", "ref", ref, "stage", stage, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+	d := policy.Decision{Action: policy.ActTempfail, Check: "moat", Reason: "internal-error",
+		Reply: policy.Reply{Code: 451, Enhanced: "4.3.0", Text: "Internal error, please try again later (ref=" + ref + ")"}}
+	if m.s != nil && m.inMessage {
+		m.endMessage(d, 0)
+	}
+	*resp, *err = answer(d), nil
+}
+
+func (m *session) NewConnection(gomilter.Modifier) error {
+	m.srv.active.Add(1)
+	m.eng = m.srv.engine.Load()
+	m.eng.Acquire()
+	m.s = policy.NewSession()
+	return nil
+}
+
+func (m *session) Connect(host, family string, port uint16, addr string, mod gomilter.Modifier) (resp *gomilter.Response, err error) {
+	defer m.guard("connect", &resp, &err)
+	s := m.s
+	s.ClientName = host
+	s.ClientPort = port
+	if family == "tcp4" || family == "tcp6" {
+		if ip, perr := netip.ParseAddr(addr); perr == nil {
+			s.ClientIP = ip.Unmap()
+		}
+	}
+	s.ClientPTR = mod.Get("{client_ptr}")
+	s.Daemon = mod.Get("{daemon_name}")
+	return answer(m.eng.Connect(context.Background(), s)), nil
+}
+
+func (m *session) Helo(name string, mod gomilter.Modifier) (resp *gomilter.Response, err error) {
+	defer m.guard("helo", &resp, &err)
+	m.s.Helo = name
+	m.readTLS(mod)
+	return answer(m.eng.Helo(context.Background(), m.s)), nil
+}
+
+func (m *session) readTLS(mod gomilter.Modifier) {
+	if v := mod.Get("{tls_version}"); v != "" {
+		m.s.TLS = policy.TLSInfo{Version: v, Cipher: mod.Get("{cipher}"), CipherBits: mod.Get("{cipher_bits}"),
+			CertSubject: mod.Get("{cert_subject}"), CertIssuer: mod.Get("{cert_issuer}")}
+	}
+}
+
+func (m *session) MailFrom(from, args string, mod gomilter.Modifier) (resp *gomilter.Response, err error) {
+	defer m.guard("mail", &resp, &err)
+	m.finishPending()
+	m.readTLS(mod)
+	m.s.Auth = policy.AuthInfo{Type: mod.Get("{auth_type}"), Authen: mod.Get("{auth_authen}"), Author: mod.Get("{auth_author}")}
+	d := m.eng.Mail(context.Background(), m.s, from, args)
+	m.s.QueueID = mod.Get("i")
+	m.inMessage = true
+	if d.Action == policy.ActReject || d.Action == policy.ActTempfail || d.Action == policy.ActDiscard {
+		m.endMessage(d, 0)
+	}
+	return answer(d), nil
+}
+
+func (m *session) RcptTo(rcpt, args string, mod gomilter.Modifier) (resp *gomilter.Response, err error) {
+	defer m.guard("rcpt", &resp, &err)
+	if !m.inMessage {
+		return gomilter.RespContinue, nil
+	}
+	_, d := m.eng.Rcpt(context.Background(), m.s, rcpt, args)
+	if d.Action == policy.ActDiscard {
+		m.endMessage(d, 0)
+	}
+	return answer(d), nil
+}
+
+func (m *session) Header(name, value string, _ gomilter.Modifier) (resp *gomilter.Response, err error) {
+	defer m.guard("header", &resp, &err)
+	m.s.Headers = append(m.s.Headers, policy.Header{Name: name, Value: value})
+	m.hdr.WriteString(name)
+	m.hdr.WriteByte(':')
+	m.hdr.WriteString(strings.ReplaceAll(strings.ReplaceAll(value, "\r\n", "\n"), "\n", "\r\n"))
+	m.hdr.WriteString("\r\n")
+	return gomilter.RespContinue, nil
+}
+
+func (m *session) Headers(mod gomilter.Modifier) (resp *gomilter.Response, err error) {
+	defer m.guard("headers", &resp, &err)
+	if q := mod.Get("i"); q != "" {
+		m.s.QueueID = q
+	}
+	d := m.eng.Headers(context.Background(), m.s)
+	if d.Action != policy.ActContinue {
+		m.endMessage(d, 0)
+		return answer(d), nil
+	}
+	m.body = spool.New(m.srv.cfg.SpoolDir, m.srv.cfg.SpoolMemory)
+	m.hdr.WriteString("\r\n")
+	m.writeBody(m.hdr.Bytes())
+	m.hdr.Reset()
+	return gomilter.RespContinue, nil
+}
+
+func (m *session) writeBody(p []byte) {
+	if m.body == nil {
+		return
+	}
+	if _, err := m.body.Write(p); err != nil && m.bodyErr == nil {
+		m.bodyErr = err
+	}
+	m.eng.WriteBody(m.s, p)
+}
+
+func (m *session) BodyChunk(chunk []byte, _ gomilter.Modifier) (resp *gomilter.Response, err error) {
+	defer m.guard("body", &resp, &err)
+	m.writeBody(chunk)
+	return gomilter.RespContinue, nil
+}
+
+func (m *session) EndOfMessage(mod gomilter.Modifier) (resp *gomilter.Response, err error) {
+	defer m.guard("eom", &resp, &err)
+	if q := mod.Get("i"); q != "" {
+		m.s.QueueID = q
+	}
+	if m.body == nil { // the MTA skipped the header stage (no headers at all)
+		m.body = spool.New(m.srv.cfg.SpoolDir, m.srv.cfg.SpoolMemory)
+		m.hdr.WriteString("\r\n")
+		m.writeBody(m.hdr.Bytes())
+		m.hdr.Reset()
+	}
+	if m.bodyErr != nil {
+		// A message we could not spool cannot be checked: ask the client to retry rather than pass it unscanned.
+		m.srv.log.Error("spooling the message failed", "ref", m.s.Ref, "err", m.bodyErr)
+		d := policy.Decision{Action: policy.ActTempfail, Check: "moat", Reason: "spool-error",
+			Reply: policy.Reply{Code: 451, Enhanced: "4.3.0", Text: "Local error while receiving the message, please try again later (ref=" + m.s.Ref + ")"}}
+		m.endMessage(d, 0)
+		return answer(d), nil
+	}
+	out := m.eomWithProgress(mod)
+	if out.Action == policy.ActAccept || out.Action == policy.ActQuarantine {
+		if herr := applyHeaders(mod, out); herr != nil {
+			m.srv.log.Error("changing headers failed", "ref", m.s.Ref, "err", herr)
+		}
+		if out.Action == policy.ActQuarantine {
+			reason := "moat: " + out.Check + "/" + out.Reason + " (ref=" + m.s.Ref + ")"
+			if qerr := mod.Quarantine(reason); qerr != nil {
+				m.srv.log.Error("quarantine failed", "ref", m.s.Ref, "err", qerr)
+			}
+		}
+	}
+	m.endMessage(out.Decision, out.Score)
+	if out.Action == policy.ActAccept || out.Action == policy.ActQuarantine {
+		return gomilter.RespAccept, nil
+	}
+	return answer(out.Decision), nil
+}
+
+// eomWithProgress runs the end-of-message checks while telling the MTA every few seconds that we are still
+// at work, so that milter_content_timeout does not fire during a slow scan.
+func (m *session) eomWithProgress(mod gomilter.Modifier) policy.Outcome {
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(m.srv.cfg.ProgressInterval.D())
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				if err := mod.Progress(); err != nil {
+					return
+				}
+			}
+		}
+	}()
+	defer func() {
+		close(stop)
+		wg.Wait()
+	}()
+	return m.eng.EOM(context.Background(), m.s, m.body)
+}
+
+func applyHeaders(mod gomilter.Modifier, out policy.Outcome) error {
+	var first error
+	keep := func(err error) {
+		if err != nil && first == nil {
+			first = err
+		}
+	}
+	// Delete from the highest index down, so that earlier deletions do not shift the later indexes.
+	for i := len(out.RemoveHeaders) - 1; i >= 0; i-- {
+		h := out.RemoveHeaders[i]
+		keep(mod.ChangeHeader(h.Index, h.Name, ""))
+	}
+	for i, h := range out.InsertHeaders {
+		keep(mod.InsertHeader(i, h.Name, h.Value))
+	}
+	for _, h := range out.AddHeaders {
+		keep(mod.AddHeader(h.Name, h.Value))
+	}
+	return first
+}
+
+// endMessage writes the message's summary line once and forgets the message.
+func (m *session) endMessage(d policy.Decision, score float64) {
+	if !m.inMessage {
+		return
+	}
+	m.inMessage = false
+	m.eng.LogMessage(m.s, d, score)
+	m.dropBody()
+}
+
+func (m *session) dropBody() {
+	m.eng.Abort(m.s)
+	if m.body != nil {
+		_ = m.body.Close()
+		m.body = nil
+	}
+	m.bodyErr = nil
+	m.hdr.Reset()
+}
+
+// finishPending summarises a message that ended without an end-of-message answer: every recipient refused,
+// RSET, or the client gone.
+func (m *session) finishPending() {
+	if !m.inMessage {
+		m.dropBody()
+		return
+	}
+	d := policy.Decision{Action: policy.ActContinue, Reason: "no-data"}
+	if len(m.s.AcceptedRcpts()) == 0 && len(m.s.Rcpts) > 0 {
+		// Every recipient refused: the last refusal is the message's answer.
+		d = m.s.Rcpts[len(m.s.Rcpts)-1].Decision
+	}
+	m.endMessage(d, 0)
+}
+
+func (m *session) Abort(gomilter.Modifier) error {
+	defer func() {
+		if p := recover(); p != nil {
+			m.srv.log.Error("panic in milter abort", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+		}
+	}()
+	m.finishPending()
+	return nil
+}
+
+func (m *session) Cleanup(gomilter.Modifier) {
+	defer func() {
+		if p := recover(); p != nil {
+			m.srv.log.Error("panic in milter cleanup", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+		}
+	}()
+	if m.s != nil {
+		m.finishPending()
+	}
+	if m.eng != nil {
+		m.eng.Release()
+		m.eng = nil
+		m.srv.active.Add(-1)
+	}
+}
