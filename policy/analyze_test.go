@@ -193,11 +193,11 @@ func TestFormatAuthResults(t *testing.T) {
 
 func TestAuthservIDOf(t *testing.T) {
 	for v, want := range map[string]string{
-		" mx.example.test; spf=pass":           "mx.example.test",
-		" mx.example.test 1; none":             "mx.example.test",
+		" mx.example.test; spf=pass":            "mx.example.test",
+		" mx.example.test 1; none":              "mx.example.test",
 		" (comment) MX.example.test; dkim=pass": "MX.example.test",
-		"other.example;":                       "other.example",
-		"":                                     "",
+		"other.example;":                        "other.example",
+		"":                                      "",
 	} {
 		if got := authservIDOf(v); got != want {
 			t.Errorf("authservIDOf(%q) = %q, want %q", v, got, want)

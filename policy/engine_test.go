@@ -42,7 +42,7 @@ func (f fakeRcpt) Rcpt(_ context.Context, s *Session, r *Recipient) []Finding { 
 type fakeScan struct{ *fake }
 
 func (f fakeScan) Scan(_ context.Context, s *Session, m Message) []Finding { return f.scan(s, m) }
-func (f fakeScan) OwnedHeaders() []string                                { return []string{"X-Virus-Scanned"} }
+func (f fakeScan) OwnedHeaders() []string                                  { return []string{"X-Virus-Scanned"} }
 
 type fakeMessage struct{ *fake }
 
