@@ -1,0 +1,226 @@
+// Package recipients implements recipient validation: for the local domains, only listed addresses (or any
+// address of a catch-all domain) are accepted at RCPT time; unknown and disabled recipients get
+// "550 5.1.1 <addr>: recipient unknown".
+//
+// # File format
+//
+// One entry a line, '#' starts a comment:
+//
+//	alice@example.com      a valid address
+//	@example.org           catch-all: every address of example.org is valid
+//	!bob@example.com       a disabled account: refused like an unknown one (also under a catch-all)
+//
+// # Comparison
+//
+// Domains compare case-insensitively (RFC 5321 section 2.4). Local parts compare exactly, since RFC 5321
+// section 2.4 says the local part "MUST BE treated as case sensitive", unless case_sensitive_local = false. With
+// extension_separator = "+", "alice+lists@example.com" is looked up as itself first, then as
+// "alice@example.com". "postmaster" (any case) is always valid, as RFC 5321 section 4.5.1 requires, unless
+// listed as disabled.
+//
+// Only recipients in the local domains are checked; relay domains and remote recipients are the relay check's
+// business. The local domains are local_domains, or when that is empty, the domains named in the list.
+package recipients
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/moatmail/moat/config"
+	"github.com/moatmail/moat/policy"
+	"github.com/moatmail/moat/rules/relay"
+)
+
+// Name is the check's registered name.
+const Name = "recipients"
+
+// ReasonUnknown is the reason of a refused recipient.
+const ReasonUnknown = "recipient-unknown"
+
+// ErrBadEntry is returned for a malformed list line.
+var ErrBadEntry = errors.New("recipients: malformed entry")
+
+func init() { policy.Register(Name, setup) }
+
+// Config is the [checks.recipients] table.
+type Config struct {
+	// Addresses and AddressesFile list valid addresses, catch-all domains ("@example.org") and disabled
+	// accounts ("!bob@example.com").
+	Addresses     []string `toml:"addresses"`
+	AddressesFile string   `toml:"addresses_file"`
+	// LocalDomains and LocalDomainsFile are the domains whose recipients are checked; default: the domains
+	// named in the address list.
+	LocalDomains     []string `toml:"local_domains"`
+	LocalDomainsFile string   `toml:"local_domains_file"`
+	// CaseSensitiveLocal compares local parts exactly (default true, RFC 5321).
+	CaseSensitiveLocal bool `toml:"case_sensitive_local"`
+	// ExtensionSeparator, when set (e.g. "+"), also looks an address up without its extension.
+	ExtensionSeparator string `toml:"extension_separator"`
+}
+
+// DefaultConfig returns the defaults of the table.
+func DefaultConfig() Config { return Config{CaseSensitiveLocal: true} }
+
+// Check is the recipients check.
+type Check struct {
+	cfg      Config
+	domains  *relay.Domains
+	valid    map[string]bool // "local@domain"
+	disabled map[string]bool
+	catchAll map[string]bool // domain
+}
+
+func setup(sec *config.Section, _ *policy.Env) (policy.Check, error) {
+	cfg := DefaultConfig()
+	if err := sec.Decode(&cfg); err != nil {
+		return nil, err
+	}
+	return New(sec, cfg)
+}
+
+// New builds the check from a decoded configuration; sec locates errors.
+func New(sec *config.Section, cfg Config) (*Check, error) {
+	if strings.ContainsAny(cfg.ExtensionSeparator, " \t@\"") || len(cfg.ExtensionSeparator) > 1 {
+		return nil, sec.Errorf("extension_separator", "must be one character such as \"+\" or \"-\"")
+	}
+	c := &Check{cfg: cfg, valid: map[string]bool{}, disabled: map[string]bool{}, catchAll: map[string]bool{}}
+	named := relay.NewDomains()
+	n := 0
+	err := relay.ParseLists(sec, "addresses", cfg.Addresses, "addresses_file", cfg.AddressesFile, func(lines []config.ListLine) error {
+		for _, l := range lines {
+			domain, err := c.add(l.Text)
+			if err == nil {
+				err = named.Add(domain)
+			}
+			if err != nil {
+				return l.Errorf("%v", err)
+			}
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if n == 0 {
+		return nil, sec.Errorf("addresses", "no addresses: set addresses or addresses_file")
+	}
+	if c.domains, err = relay.LoadDomains(sec, "local_domains", cfg.LocalDomains, "local_domains_file", cfg.LocalDomainsFile); err != nil {
+		return nil, err
+	}
+	if c.domains.Len() == 0 {
+		c.domains = named
+	}
+	return c, nil
+}
+
+// add parses one list entry and returns its domain.
+func (c *Check) add(text string) (string, error) {
+	disabled := false
+	if rest, ok := strings.CutPrefix(text, "!"); ok {
+		disabled, text = true, rest
+	}
+	if rest, ok := strings.CutPrefix(text, "@"); ok {
+		if disabled {
+			return "", fmt.Errorf("%w: a catch-all domain cannot be disabled; remove the line", ErrBadEntry)
+		}
+		d := relay.NormalizeDomain(rest)
+		if d == "" {
+			return "", fmt.Errorf("%w: empty domain", ErrBadEntry)
+		}
+		c.catchAll[d] = true
+		return d, nil
+	}
+	a, err := policy.ParseAddress(text)
+	if err != nil || a.Null() || a.Domain == "" || a.Route != "" {
+		return "", fmt.Errorf("%w: want local@domain, @domain or !local@domain", ErrBadEntry)
+	}
+	if !a.Quoted && strings.ContainsAny(a.Local, " \t") {
+		return "", fmt.Errorf("%w: white space in an unquoted local part", ErrBadEntry)
+	}
+	key := c.key(a.Local, relay.NormalizeDomain(a.Domain))
+	if disabled {
+		c.disabled[key] = true
+	} else {
+		c.valid[key] = true
+	}
+	return relay.NormalizeDomain(a.Domain), nil
+}
+
+func (c *Check) key(local, domain string) string {
+	if !c.cfg.CaseSensitiveLocal {
+		local = strings.ToLower(local)
+	}
+	return local + "@" + domain
+}
+
+// Name implements policy.Check.
+func (c *Check) Name() string { return Name }
+
+// Kind implements policy.Check: recipient validation always runs.
+func (c *Check) Kind() policy.Kind { return policy.KindAccess }
+
+// Rcpt validates one recipient of a local domain.
+func (c *Check) Rcpt(_ context.Context, _ *policy.Session, r *policy.Recipient) []policy.Finding {
+	a := r.Addr
+	if a.Domain == "" {
+		return []policy.Finding{{Status: policy.StatusNone, Detail: "unqualified recipient not checked"}}
+	}
+	domain := relay.NormalizeDomain(a.Domain)
+	if !c.domains.Contains(domain) {
+		return []policy.Finding{{Status: policy.StatusNone, Detail: domain + " is not a local domain"}}
+	}
+	ok, why := c.Known(a.Local, domain)
+	if ok {
+		return []policy.Finding{{Status: policy.StatusPass, Reason: "recipient-known", Detail: why}}
+	}
+	shown := replySafe(strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(a.Raw), "<"), ">"))
+	f := policy.Rejectf(policy.StatusFail, ReasonUnknown, 550, "5.1.1", "<%s>: recipient unknown", shown)
+	f.Detail = why
+	return []policy.Finding{f}
+}
+
+// Known reports whether local@domain (domain normalized) is a valid recipient, and why.
+func (c *Check) Known(local, domain string) (bool, string) {
+	keys := []string{c.key(local, domain)}
+	if sep := c.cfg.ExtensionSeparator; sep != "" {
+		if i := strings.Index(local, sep); i > 0 {
+			keys = append(keys, c.key(local[:i], domain))
+		}
+	}
+	for _, k := range keys {
+		if c.disabled[k] {
+			return false, k + " is disabled"
+		}
+		if c.valid[k] {
+			return true, k + " is listed"
+		}
+	}
+	// RFC 5321 section 4.5.1: "postmaster" is case-insensitive and must be accepted.
+	if strings.EqualFold(local, "postmaster") {
+		return true, "postmaster is always accepted"
+	}
+	if c.catchAll[domain] {
+		return true, domain + " is a catch-all domain"
+	}
+	return false, keys[0] + " is not listed"
+}
+
+// replySafe makes an address safe to quote in an SMTP reply: printable ASCII, bounded length.
+func replySafe(s string) string {
+	var b strings.Builder
+	for _, c := range s {
+		if b.Len() >= 256 {
+			b.WriteString("...")
+			break
+		}
+		if c < 0x20 || c >= 0x7f {
+			b.WriteByte('?')
+			continue
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}

@@ -1,0 +1,288 @@
+// Package relay implements relay control: mail for a domain that is neither a local domain nor a relay domain
+// is refused at RCPT time with 550 5.7.1 unless the client is in a trusted network or authenticated with SMTP
+// AUTH.
+//
+// # What counts
+//
+// Only what cannot be forged decides: the client's IP address (trusted networks), the MTA's {auth_authen}
+// macro, and the recipient. The HELO name and the MAIL FROM domain are never looked at.
+//
+// # The real forward path
+//
+// The recipient is resolved before deciding, because a local domain at the end of an address says nothing
+// about where the mail goes next:
+//
+//   - percent hack, user%remote@local: refused with "forwarding percent hack is not permitted";
+//   - bang path, remote!user@local: refused unless allow_bang_paths;
+//   - quoted routing, "user@remote"@local, "user%remote"@local, "remote!user"@local, and an unquoted '@' in a
+//     local part: refused unless allow_quoted_routing;
+//   - source route, @hop1,@hop2:user@final: the route is ignored (RFC 5321 section 4.1.1.3: servers "SHOULD
+//     ignore the routes or MAY decline to support the relaying they imply"; Appendix C) and the final domain
+//     decides.
+//
+// When a form is allowed, every domain it names (the final domain and each hop) must be a local or relay
+// domain. Domains compare case-insensitively without a trailing dot; international names compare in A-label
+// form; address literals (user@[192.0.2.1]) are remote unless listed as "[192.0.2.1]".
+//
+// Trusted and authenticated clients may relay anywhere: for them the check only records why.
+//
+// # Facts
+//
+// At connect the check sets "relay/trusted" = "yes" for clients in trusted networks.
+package relay
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/moatmail/moat/config"
+	"github.com/moatmail/moat/policy"
+)
+
+// Name is the check's registered name.
+const Name = "relay"
+
+// FactTrusted is the session fact set at connect for clients in trusted networks.
+const FactTrusted = "relay/trusted"
+
+// Reply texts and reasons.
+const (
+	PercentHackText = "forwarding percent hack is not permitted"
+
+	ReasonDenied      = "relay-denied"
+	ReasonPercentHack = "percent-hack"
+	ReasonBangPath    = "bang-path"
+	ReasonQuoted      = "quoted-routing"
+)
+
+func init() { policy.Register(Name, setup) }
+
+// Config is the [checks.relay] table.
+type Config struct {
+	// LocalDomains: mail we accept for delivery. ".example.com" also covers subdomains.
+	LocalDomains     []string `toml:"local_domains"`
+	LocalDomainsFile string   `toml:"local_domains_file"`
+	// RelayDomains: mail we accept from anyone and forward ("always allow relaying to these recipients").
+	RelayDomains     []string `toml:"relay_domains"`
+	RelayDomainsFile string   `toml:"relay_domains_file"`
+	// TrustedNetworks: clients (IP or CIDR) that may relay anywhere.
+	TrustedNetworks     []string `toml:"trusted_networks"`
+	TrustedNetworksFile string   `toml:"trusted_networks_file"`
+	// AllowAuthenticated lets clients authenticated with SMTP AUTH relay anywhere (default true).
+	AllowAuthenticated bool `toml:"allow_authenticated"`
+	// TrustLocalSubmission trusts mail without a client IP (local submission through sendmail(1) or pickup;
+	// default true).
+	TrustLocalSubmission bool `toml:"trust_local_submission"`
+	// AllowPercentHack, AllowBangPaths and AllowQuotedRouting accept those forms when every domain they name
+	// is local or a relay domain (default false: refused).
+	AllowPercentHack   bool `toml:"allow_percent_hack"`
+	AllowBangPaths     bool `toml:"allow_bang_paths"`
+	AllowQuotedRouting bool `toml:"allow_quoted_routing"`
+}
+
+// DefaultConfig returns the defaults of the table.
+func DefaultConfig() Config {
+	return Config{AllowAuthenticated: true, TrustLocalSubmission: true}
+}
+
+// Check is the relay check.
+type Check struct {
+	cfg     Config
+	local   *Domains
+	relay   *Domains
+	trusted *Networks
+}
+
+func setup(sec *config.Section, _ *policy.Env) (policy.Check, error) {
+	cfg := DefaultConfig()
+	if err := sec.Decode(&cfg); err != nil {
+		return nil, err
+	}
+	return New(sec, cfg)
+}
+
+// New builds the check from a decoded configuration; sec locates errors.
+func New(sec *config.Section, cfg Config) (*Check, error) {
+	c := &Check{cfg: cfg}
+	var err error
+	if c.local, err = LoadDomains(sec, "local_domains", cfg.LocalDomains, "local_domains_file", cfg.LocalDomainsFile); err != nil {
+		return nil, err
+	}
+	if c.relay, err = LoadDomains(sec, "relay_domains", cfg.RelayDomains, "relay_domains_file", cfg.RelayDomainsFile); err != nil {
+		return nil, err
+	}
+	if c.trusted, err = LoadNetworks(sec, "trusted_networks", cfg.TrustedNetworks, "trusted_networks_file", cfg.TrustedNetworksFile); err != nil {
+		return nil, err
+	}
+	if c.local.Len() == 0 && c.relay.Len() == 0 {
+		return nil, sec.Errorf("local_domains", "no local or relay domains: all mail would be refused")
+	}
+	return c, nil
+}
+
+// Name implements policy.Check.
+func (c *Check) Name() string { return Name }
+
+// Kind implements policy.Check: relay control always runs.
+func (c *Check) Kind() policy.Kind { return policy.KindAccess }
+
+// LocalDomains returns the set of local domains.
+func (c *Check) LocalDomains() *Domains { return c.local }
+
+// Trusted reports whether the session's client is in a trusted network (or a trusted local submission).
+func (c *Check) Trusted(s *policy.Session) bool {
+	if !s.ClientIP.IsValid() {
+		return c.cfg.TrustLocalSubmission
+	}
+	return c.trusted.Contains(s.ClientIP)
+}
+
+// Connect records whether the client is trusted.
+func (c *Check) Connect(_ context.Context, s *policy.Session) []policy.Finding {
+	if !c.Trusted(s) {
+		return []policy.Finding{{Status: policy.StatusNone, Detail: "client not in trusted networks"}}
+	}
+	s.Set(FactTrusted, "yes")
+	return []policy.Finding{{Status: policy.StatusPass, Reason: "trusted-network", Detail: clientString(s.ClientIP) + " is trusted"}}
+}
+
+// Rcpt decides whether mail for this recipient may be accepted from this client.
+func (c *Check) Rcpt(_ context.Context, s *policy.Session, r *policy.Recipient) []policy.Finding {
+	if c.Trusted(s) {
+		return []policy.Finding{{Status: policy.StatusPass, Reason: "trusted-network", Detail: clientString(s.ClientIP) + " may relay"}}
+	}
+	if c.cfg.AllowAuthenticated && s.Auth.Authenticated() {
+		return []policy.Finding{{Status: policy.StatusPass, Reason: "authenticated", Detail: "authenticated as " + s.Auth.Authen}}
+	}
+	v := c.Resolve(r.Addr)
+	if v.Allowed {
+		return []policy.Finding{{Status: policy.StatusPass, Reason: v.Reason, Detail: v.Detail}}
+	}
+	shown := replySafe(strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(r.Addr.Raw), "<"), ">"))
+	var f policy.Finding
+	if v.Reason == ReasonPercentHack {
+		f = policy.Rejectf("fail", v.Reason, 550, "5.7.1", "%s", PercentHackText)
+	} else {
+		f = policy.Rejectf("fail", v.Reason, 550, "5.7.1", "<%s>: cannot relay", shown)
+	}
+	f.Detail = v.Detail
+	return []policy.Finding{f}
+}
+
+// Verdict is the outcome of resolving a recipient for an untrusted, unauthenticated client.
+type Verdict struct {
+	Allowed bool
+	Reason  string // "local-domain", "relay-domain", or a refusal reason
+	Detail  string
+}
+
+// Resolve decides whether an untrusted, unauthenticated client may send to the address: it works out every
+// domain the address would route through and requires each to be a local or relay domain.
+func (c *Check) Resolve(a policy.Address) Verdict {
+	local := a.Local
+	quotedRouting := a.Quoted && strings.ContainsAny(local, "@%!")
+	switch {
+	case !a.Quoted && strings.Contains(local, "%") && !c.cfg.AllowPercentHack:
+		return deny(ReasonPercentHack, "percent hack in %q", local)
+	case !a.Quoted && strings.Contains(local, "!") && !c.cfg.AllowBangPaths:
+		return deny(ReasonBangPath, "bang path in %q", local)
+	case quotedRouting && !c.cfg.AllowQuotedRouting:
+		// "user@remote"@local: an MTA may strip the quotes and route on what is inside.
+		return deny(ReasonQuoted, "quoted local part %q contains routing characters", local)
+	case !a.Quoted && strings.Contains(local, "@") && !c.cfg.AllowQuotedRouting:
+		// user@remote@local is not RFC 5321 syntax, and MTAs differ on which '@' wins.
+		return deny(ReasonQuoted, "unquoted '@' in local part %q", local)
+	}
+	// Every host an allowed form names must be ours too.
+	var hops []string
+	if strings.ContainsAny(local, "@%!") {
+		hops = routeDomains(local)
+	}
+	if a.Domain == "" && len(hops) == 0 {
+		// A bare user name (Sendmail passes local recipients this way): delivered here.
+		return Verdict{Allowed: true, Reason: "local-domain", Detail: "unqualified local recipient"}
+	}
+	final := canonDomain(a.Domain)
+	kind := c.classify(final)
+	if a.Domain == "" {
+		kind = "local-domain"
+	}
+	if kind == "" {
+		return deny(ReasonDenied, "%s is not a local or relay domain", final)
+	}
+	for _, h := range hops {
+		if c.classify(h) == "" {
+			return deny(ReasonDenied, "routes through %s, which is not a local or relay domain", h)
+		}
+	}
+	detail := final + " is a " + strings.ReplaceAll(kind, "-", " ")
+	if a.Route != "" {
+		detail += fmt.Sprintf(" (source route %s ignored)", a.Route)
+	}
+	return Verdict{Allowed: true, Reason: kind, Detail: detail}
+}
+
+func (c *Check) classify(domain string) string {
+	switch {
+	case c.local.Contains(domain):
+		return "local-domain"
+	case c.relay.Contains(domain):
+		return "relay-domain"
+	}
+	return ""
+}
+
+func deny(reason, format string, args ...any) Verdict {
+	return Verdict{Reason: reason, Detail: fmt.Sprintf(format, args...)}
+}
+
+// routeDomains returns every host named by the routing characters of a local part: the parts after '@' or
+// '%', and the parts before '!'. "a!b!user%c%d" names a, b, c and d.
+func routeDomains(local string) []string {
+	var out []string
+	// Bang hops come first: host!rest.
+	for {
+		i := strings.IndexByte(local, '!')
+		if i < 0 {
+			break
+		}
+		out = append(out, NormalizeDomain(local[:i]))
+		local = local[i+1:]
+	}
+	parts := strings.FieldsFunc(local, func(r rune) bool { return r == '@' || r == '%' })
+	if len(parts) > 1 {
+		for _, p := range parts[1:] {
+			out = append(out, NormalizeDomain(p))
+		}
+	}
+	if strings.HasSuffix(local, "@") || strings.HasSuffix(local, "%") || strings.HasPrefix(local, "@") || strings.HasPrefix(local, "%") {
+		out = append(out, "") // an empty hop never is local: refuse
+	}
+	return out
+}
+
+func clientString(ip netip.Addr) string {
+	if !ip.IsValid() {
+		return "local submission"
+	}
+	return ip.String()
+}
+
+// replySafe makes an address safe to quote in an SMTP reply: printable ASCII, bounded length.
+func replySafe(s string) string {
+	var b strings.Builder
+	for _, c := range s {
+		if b.Len() >= 256 {
+			b.WriteString("...")
+			break
+		}
+		if c < 0x20 || c >= 0x7f {
+			b.WriteByte('?')
+			continue
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}

@@ -1,0 +1,415 @@
+// Package senderlists implements sender black and white lists, global and per recipient.
+//
+// # Entries
+//
+// One entry a line, '#' starts a comment:
+//
+//	friend@example.com            an address (compared case-insensitively)
+//	example.org                   a domain
+//	.example.net                  a domain and all its subdomains
+//	192.0.2.0/24                  the client's IP address or network
+//	2001:db8::1
+//	*@*%%%%*.example              a pattern in the barring language (see rules/barring)
+//	<>                            the null sender
+//	partner.example proof=dkim    a white-list entry with the proof it needs
+//
+// # Proof
+//
+// An envelope sender is easy to forge, so a white-list entry may require proof before it wins: proof=spf (SPF
+// passed for the sender's domain or a parent of it), proof=dkim (a valid DKIM signature whose d= domain is
+// aligned with the sender's domain), proof=dmarc (the From: header domain is aligned with the sender's
+// domain, and SPF or DKIM passed aligned with that From: domain: DMARC relaxed alignment, RFC 7489 section
+// 3.1, computed here without looking up the published DMARC policy), a comma list of these, "any" (one of the
+// three) or "none". Domain and pattern entries default to default_domain_proof ("any"), address entries to
+// default_address_proof ("none"); IP entries need no proof.
+//
+// SPF is known at RCPT time. DKIM and the From: header are only known at end of message: an entry that needs
+// them is decided then, for the whole message.
+//
+// # Decisions
+//
+// The check runs at RCPT time, after the sender's SPF check, and sees the recipient's own lists as well as the
+// global ones. A sender on both lists is white-listed. A proven white-list hit is a Whitelist finding: the
+// engine then skips greylisting, DNSBL, rDNS, SPF-based rejection and spam scoring, never virus scanning. A
+// black-list hit is refused with 550 5.7.1; when a white-list entry that waits for DKIM also matched, the
+// refusal waits for the end of the message and happens only if the proof fails.
+//
+// Every white-list entry that won is named in the message's X-Moat-Senderlist header (the header name is
+// configurable) with its file and line and the proof that held.
+package senderlists
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/moatmail/moat/config"
+	"github.com/moatmail/moat/policy"
+	"github.com/moatmail/moat/rules/relay"
+)
+
+// Name is the check's registered name.
+const Name = "senderlists"
+
+// Reasons.
+const (
+	ReasonWhitelist = "whitelist"
+	ReasonBlacklist = "blacklist"
+)
+
+func init() { policy.Register(Name, setup) }
+
+// Lists is a pair of black and white lists, inline and from files.
+type Lists struct {
+	Whitelist     []string `toml:"whitelist"`
+	WhitelistFile string   `toml:"whitelist_file"`
+	Blacklist     []string `toml:"blacklist"`
+	BlacklistFile string   `toml:"blacklist_file"`
+}
+
+// Config is the [checks.senderlists] table.
+type Config struct {
+	Whitelist     []string `toml:"whitelist"`
+	WhitelistFile string   `toml:"whitelist_file"`
+	Blacklist     []string `toml:"blacklist"`
+	BlacklistFile string   `toml:"blacklist_file"`
+	// DefaultDomainProof is the proof domain and pattern entries need: "any" (default), "none", or a comma
+	// list of spf, dkim, dmarc.
+	DefaultDomainProof string `toml:"default_domain_proof"`
+	// DefaultAddressProof is the proof address entries need (default "none").
+	DefaultAddressProof string `toml:"default_address_proof"`
+	// BlacklistText is the reply text after "550 5.7.1"; "{addr}" is replaced by the sender.
+	BlacklistText string `toml:"blacklist_text"`
+	// Header names the header that records the white-list entry that matched; "" turns it off.
+	Header string `toml:"header"`
+	// Recipient holds per-recipient lists, keyed by recipient address or domain:
+	// [checks.senderlists.recipient."boss@example.com"].
+	Recipient map[string]Lists `toml:"recipient"`
+}
+
+// DefaultConfig returns the defaults of the table.
+func DefaultConfig() Config {
+	return Config{
+		DefaultDomainProof:  "any",
+		DefaultAddressProof: "none",
+		BlacklistText:       "<{addr}>: sender rejected by local policy",
+		Header:              "X-Moat-Senderlist",
+	}
+}
+
+type pair struct{ white, black *List }
+
+// Check is the senderlists check.
+type Check struct {
+	global   pair
+	perRcpt  map[string]pair // recipient address key or domain
+	text     string
+	header   string
+	defaults defaults
+}
+
+func setup(sec *config.Section, _ *policy.Env) (policy.Check, error) {
+	cfg := DefaultConfig()
+	if err := sec.Decode(&cfg); err != nil {
+		return nil, err
+	}
+	c, err := New(sec, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if !c.NeedsEOM() {
+		// Without the header and without end-of-message proofs the check has nothing to do at end of message;
+		// a type without the Message method keeps the milter from asking the MTA for the body on its account.
+		return rcptOnly{c}, nil
+	}
+	return c, nil
+}
+
+// rcptOnly is the check without its end-of-message stage.
+type rcptOnly struct{ c *Check }
+
+func (r rcptOnly) Name() string      { return Name }
+func (r rcptOnly) Kind() policy.Kind { return policy.KindAccess }
+func (r rcptOnly) Rcpt(ctx context.Context, s *policy.Session, rc *policy.Recipient) []policy.Finding {
+	return r.c.Rcpt(ctx, s, rc)
+}
+
+// NeedsEOM reports whether the check has work at end of message: writing its header, or deciding white-list
+// entries that need DKIM or DMARC proof.
+func (c *Check) NeedsEOM() bool {
+	if c.header != "" {
+		return true
+	}
+	lists := []*List{c.global.white}
+	for _, p := range c.perRcpt {
+		lists = append(lists, p.white)
+	}
+	for _, l := range lists {
+		for _, e := range l.entries {
+			if e.Proof&(ProofDKIM|ProofDMARC) != 0 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// New builds the check from a decoded configuration; sec locates errors.
+func New(sec *config.Section, cfg Config) (*Check, error) {
+	c := &Check{perRcpt: map[string]pair{}, text: cfg.BlacklistText, header: cfg.Header}
+	var err error
+	if c.defaults.domain, err = ParseProof(cfg.DefaultDomainProof); err != nil {
+		return nil, sec.Errorf("default_domain_proof", "%v", err)
+	}
+	if c.defaults.address, err = ParseProof(cfg.DefaultAddressProof); err != nil {
+		return nil, sec.Errorf("default_address_proof", "%v", err)
+	}
+	if strings.TrimSpace(cfg.BlacklistText) == "" || strings.ContainsAny(cfg.BlacklistText, "\r\n") {
+		return nil, sec.Errorf("blacklist_text", "must be one non-empty line")
+	}
+	if cfg.Header != "" && !validHeaderName(cfg.Header) {
+		return nil, sec.Errorf("header", "%q is not a valid header name", cfg.Header)
+	}
+	if c.global, err = c.load(sec, Lists{cfg.Whitelist, cfg.WhitelistFile, cfg.Blacklist, cfg.BlacklistFile}); err != nil {
+		return nil, err
+	}
+	n := c.global.white.Len() + c.global.black.Len()
+	rsec := sec.Sub("recipient")
+	keys := make([]string, 0, len(cfg.Recipient))
+	for k := range cfg.Recipient {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		sub := rsec.Sub(k)
+		key, err := recipientKey(k)
+		if err != nil {
+			return nil, sub.Errorf("", "%v", err)
+		}
+		p, err := c.load(sub, cfg.Recipient[k])
+		if err != nil {
+			return nil, err
+		}
+		c.perRcpt[key] = p
+		n += p.white.Len() + p.black.Len()
+	}
+	if n == 0 {
+		return nil, sec.Errorf("", "no entries: set whitelist, blacklist, their _file keys, or recipient tables")
+	}
+	return c, nil
+}
+
+func (c *Check) load(sec *config.Section, l Lists) (pair, error) {
+	p := pair{white: &List{}, black: &List{}}
+	for _, x := range []struct {
+		key, fileKey string
+		inline       []string
+		file         string
+		white        bool
+		into         *List
+	}{
+		{"whitelist", "whitelist_file", l.Whitelist, l.WhitelistFile, true, p.white},
+		{"blacklist", "blacklist_file", l.Blacklist, l.BlacklistFile, false, p.black},
+	} {
+		err := relay.ParseLists(sec, x.key, x.inline, x.fileKey, x.file, func(lines []config.ListLine) error {
+			more, err := parseList(lines, x.white, c.defaults)
+			if err != nil {
+				return err
+			}
+			for _, e := range more.entries {
+				x.into.add(e)
+			}
+			return nil
+		})
+		if err != nil {
+			return p, err
+		}
+	}
+	return p, nil
+}
+
+// recipientKey normalizes the key of a per-recipient table: an address or a domain.
+func recipientKey(k string) (string, error) {
+	if strings.Contains(k, "@") {
+		a, err := policy.ParseAddress(k)
+		if err != nil || a.Null() || a.Domain == "" {
+			return "", fmt.Errorf("%w: recipient %q is not an address or a domain", ErrBadEntry, k)
+		}
+		return addressKey(a), nil
+	}
+	d := relay.NewDomains()
+	if err := d.Add(k); err != nil || strings.HasPrefix(k, ".") {
+		return "", fmt.Errorf("%w: recipient %q is not an address or a domain", ErrBadEntry, k)
+	}
+	return relay.NormalizeDomain(k), nil
+}
+
+// Name implements policy.Check.
+func (c *Check) Name() string { return Name }
+
+// Kind implements policy.Check: the lists always run, so that white-listing is known before any anti-spam
+// check.
+func (c *Check) Kind() policy.Kind { return policy.KindAccess }
+
+// OwnedHeaders implements policy.HeaderOwner: incoming copies of the header are removed.
+func (c *Check) OwnedHeaders() []string {
+	if c.header == "" {
+		return nil
+	}
+	return []string{c.header}
+}
+
+// outcome is the lists' answer for one sender and recipient.
+type outcome struct {
+	white   *Entry // the white-list entry that won
+	how     string // the proof that held
+	pending *Entry // a white-list entry waiting for end-of-message proof
+	black   *Entry // the first black-list entry that matched
+}
+
+func (c *Check) decide(s *policy.Session, r *policy.Recipient, atEOM bool) outcome {
+	snd := newSender(s)
+	pairs := []pair{c.global}
+	if r != nil && r.Addr.Domain != "" {
+		if p, ok := c.perRcpt[addressKey(r.Addr)]; ok {
+			pairs = append(pairs, p)
+		}
+		if p, ok := c.perRcpt[relay.NormalizeDomain(r.Addr.Domain)]; ok {
+			pairs = append(pairs, p)
+		}
+	}
+	var o outcome
+	for _, p := range pairs {
+		for _, e := range p.white.matching(snd) {
+			switch st, how := check(e, s, snd, atEOM); st {
+			case proven:
+				o.white, o.how = e, how
+				return o
+			case pending:
+				if o.pending == nil {
+					o.pending = e
+				}
+			}
+		}
+	}
+	for _, p := range pairs {
+		if m := p.black.matching(snd); len(m) > 0 {
+			o.black = m[0]
+			break
+		}
+	}
+	return o
+}
+
+// Rcpt looks the sender up for this recipient.
+func (c *Check) Rcpt(_ context.Context, s *policy.Session, r *policy.Recipient) []policy.Finding {
+	o := c.decide(s, r, false)
+	switch {
+	case o.white != nil:
+		return []policy.Finding{whitelist(o)}
+	case o.pending != nil && o.black != nil:
+		return []policy.Finding{{Status: policy.StatusNone, Reason: "pending-proof",
+			Detail: fmt.Sprintf("black-listed by %s unless white-list entry %s is proven (%s) at end of message", o.black, o.pending, o.pending.Proof)}}
+	case o.black != nil:
+		return []policy.Finding{c.blacklist(s, o.black)}
+	case o.pending != nil:
+		return []policy.Finding{{Status: policy.StatusNone, Reason: "pending-proof",
+			Detail: fmt.Sprintf("white-list entry %s waits for proof (%s) at end of message", o.pending, o.pending.Proof)}}
+	}
+	return nil
+}
+
+// Message decides the entries that wait for DKIM or the From: header, and writes the header naming the
+// white-list entries that won. The message is white-listed when every accepted recipient is.
+func (c *Check) Message(_ context.Context, s *policy.Session, _ policy.Message) []policy.Finding {
+	rcpts := s.AcceptedRcpts()
+	if len(rcpts) == 0 {
+		return nil
+	}
+	allWhite, newlyWhite := true, false
+	var won []string
+	seen := map[*Entry]bool{}
+	for _, r := range rcpts {
+		o := c.decide(s, r, true)
+		if o.white == nil {
+			allWhite = false
+			if o.black != nil {
+				f := c.blacklist(s, o.black)
+				if o.pending != nil {
+					f.Detail += fmt.Sprintf("; white-list entry %s not proven (%s)", o.pending, o.pending.Proof)
+				}
+				return []policy.Finding{f}
+			}
+			continue
+		}
+		if !rcptWhitelisted(r) {
+			newlyWhite = true
+		}
+		if !seen[o.white] {
+			seen[o.white] = true
+			won = append(won, fmt.Sprintf("whitelist entry=%q source=%s:%d proof=%s",
+				o.white.text, o.white.Line.Source, o.white.Line.Line, o.how))
+		}
+	}
+	if len(won) == 0 {
+		return nil
+	}
+	f := policy.Finding{Status: policy.StatusPass, Reason: "listed", Detail: strings.Join(won, "; ")}
+	if allWhite && newlyWhite {
+		f.Verdict, f.Reason = policy.Whitelist, ReasonWhitelist
+	}
+	if c.header != "" {
+		for _, w := range won {
+			f.AddHeaders = append(f.AddHeaders, policy.Header{Name: c.header, Value: " " + w})
+		}
+	}
+	return []policy.Finding{f}
+}
+
+func rcptWhitelisted(r *policy.Recipient) bool {
+	for _, f := range r.Findings {
+		if f.Check == Name && f.Verdict == policy.Whitelist {
+			return true
+		}
+	}
+	return false
+}
+
+func whitelist(o outcome) policy.Finding {
+	return policy.Finding{Status: policy.StatusPass, Verdict: policy.Whitelist, Reason: ReasonWhitelist,
+		Detail: fmt.Sprintf("white-listed by %s, proof %s", o.white, o.how)}
+}
+
+func (c *Check) blacklist(s *policy.Session, e *Entry) policy.Finding {
+	f := policy.Rejectf("listed", ReasonBlacklist, 550, "5.7.1", "%s",
+		strings.ReplaceAll(c.text, "{addr}", replySafe(strings.Trim(s.From.String(), "<>"))))
+	f.Detail = "black-listed by " + e.String()
+	return f
+}
+
+func validHeaderName(n string) bool {
+	for i := 0; i < len(n); i++ {
+		if c := n[i]; c <= ' ' || c >= 0x7f || c == ':' {
+			return false
+		}
+	}
+	return n != ""
+}
+
+// replySafe makes an address safe to quote in an SMTP reply: printable ASCII, bounded length.
+func replySafe(s string) string {
+	var b strings.Builder
+	for _, c := range s {
+		if b.Len() >= 256 {
+			b.WriteString("...")
+			break
+		}
+		if c < 0x20 || c >= 0x7f {
+			b.WriteByte('?')
+			continue
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
