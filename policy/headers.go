@@ -180,11 +180,17 @@ func (e *Engine) trace(s *Session, out *Outcome) string {
 	parts = append(parts, fmt.Sprintf("score=%.1f", out.Score))
 	if s.TLS.Active() {
 		parts = append(parts, "tls="+token(s.TLS.Version)+"/"+token(s.TLS.Cipher))
+		if s.TLS.CertSubject != "" {
+			parts = append(parts, "tls-cert="+token(s.TLS.CertSubject))
+		}
 	} else {
 		parts = append(parts, "tls=none")
 	}
 	if s.Auth.Authenticated() {
 		parts = append(parts, "auth="+token(s.Auth.Authen))
+		if s.Auth.Type != "" {
+			parts = append(parts, "auth-type="+token(s.Auth.Type))
+		}
 	}
 	var checks []string
 	for _, f := range s.Findings() {
