@@ -130,12 +130,11 @@ func NewServer(cfg Config, eng *policy.Engine, log *slog.Logger) *Server {
 	}
 	s := &Server{cfg: cfg, log: log}
 	s.engine.Store(eng)
-	stages := eng.Stages()
 	s.srv = gomilter.NewServer(
 		gomilter.WithDynamicMilter(func(version uint32, action gomilter.OptAction, protocol gomilter.OptProtocol, maxData gomilter.DataSize) gomilter.Milter {
 			return &session{srv: s}
 		}),
-		gomilter.WithProtocols(protocolFor(stages)),
+		gomilter.WithProtocols(protocolFor(eng)),
 		gomilter.WithNegotiationCallback(s.negotiate),
 		gomilter.WithActions(gomilter.OptAddHeader|gomilter.OptChangeHeader|gomilter.OptQuarantine),
 		gomilter.WithMacroRequest(gomilter.StageConnect, []string{"j", "{daemon_name}", "{client_addr}", "{client_port}", "{client_name}", "{client_ptr}"}),
@@ -159,7 +158,7 @@ func (s *Server) negotiate(mtaVersion, milterVersion uint32, mtaActions, milterA
 		return 0, 0, 0, 0, fmt.Errorf("milter: MTA speaks protocol version %d, need 2 or later", mtaVersion)
 	}
 	version := min(mtaVersion, milterVersion)
-	want := protocolFor(s.engine.Load().Stages())
+	want := protocolFor(s.engine.Load())
 	got := want & mtaProtocol
 	if got != want {
 		s.log.Warn("MTA does not offer some milter protocol options; continuing without them",
@@ -176,7 +175,8 @@ func (s *Server) negotiate(mtaVersion, milterVersion uint32, mtaActions, milterA
 // protocolFor asks the MTA for what the checks need and nothing more. Stages without checks get the no-reply
 // flag (the MTA does not wait for an answer that is always "continue"). Headers and end of message are always
 // needed: moat writes Authentication-Results and strips forged copies; the body only when a check reads it.
-func protocolFor(stages map[policy.Stage]bool) gomilter.OptProtocol {
+func protocolFor(eng *policy.Engine) gomilter.OptProtocol {
+	stages := eng.Stages()
 	p := gomilter.OptNoData | gomilter.OptNoUnknown | gomilter.OptNoUnknownReply | gomilter.OptNoDataReply |
 		gomilter.OptNoHeaderReply | gomilter.OptNoBodyReply | gomilter.OptHeaderLeadingSpace
 	if !stages[policy.StageConnect] {
@@ -188,7 +188,7 @@ func protocolFor(stages map[policy.Stage]bool) gomilter.OptProtocol {
 	if !stages[policy.StageHeaders] {
 		p |= gomilter.OptNoEOHReply
 	}
-	if !stages[policy.StageEOM] {
+	if !eng.NeedsBody() {
 		p |= gomilter.OptNoBody
 	}
 	// MAIL and RCPT always answer: a malformed address is refused there whatever the checks.

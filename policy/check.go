@@ -128,6 +128,12 @@ type MessageChecker interface {
 	Message(ctx context.Context, s *Session, m Message) []Finding
 }
 
+// HeaderOnly is implemented by message checkers that read only the header and the findings of other checks,
+// never the body (m), so that the milter need not ask the MTA for the body on their account.
+type HeaderOnly interface {
+	HeaderOnly() bool
+}
+
 // ContentScanner runs at end of message after the message checkers, all scanners at the same time (clamd and
 // spamd scan in parallel). White-listing decided by then skips anti-spam scanners.
 type ContentScanner interface {

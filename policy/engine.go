@@ -176,6 +176,22 @@ func (e *Engine) Stages() map[Stage]bool {
 	return out
 }
 
+// NeedsBody reports whether some enabled check reads the message body: a body stream, a content scanner, or a
+// message checker that is not HeaderOnly.
+func (e *Engine) NeedsBody() bool {
+	for _, en := range e.byStage[StageEOM] {
+		switch c := en.check.(type) {
+		case BodyStreamer, ContentScanner:
+			return true
+		case MessageChecker:
+			if ho, ok := c.(HeaderOnly); !ok || !ho.HeaderOnly() {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // Checks lists the enabled checks in run order.
 func (e *Engine) Checks() []string {
 	out := make([]string, len(e.entries))

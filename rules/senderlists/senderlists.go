@@ -322,6 +322,10 @@ func (c *Check) Rcpt(_ context.Context, s *policy.Session, r *policy.Recipient) 
 
 // Message decides the entries that wait for DKIM or the From: header, and writes the header naming the
 // white-list entries that won. The message is white-listed when every accepted recipient is.
+// HeaderOnly tells the engine that the end-of-message stage reads the header and other checks' findings only,
+// so the MTA need not send the body on its account.
+func (c *Check) HeaderOnly() bool { return true }
+
 func (c *Check) Message(_ context.Context, s *policy.Session, _ policy.Message) []policy.Finding {
 	rcpts := s.AcceptedRcpts()
 	if len(rcpts) == 0 {
