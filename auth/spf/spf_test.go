@@ -1,0 +1,143 @@
+package spf
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/moatmail/moat/auth/resolver/dnstest"
+	"github.com/moatmail/moat/config"
+	"github.com/moatmail/moat/policy"
+)
+
+type msg []byte
+
+func (m msg) Open() io.Reader { return bytes.NewReader(m) }
+func (m msg) Size() int64     { return int64(len(m)) }
+
+func engine(t *testing.T, srv *dnstest.Server, checkToml string) *policy.Engine {
+	t.Helper()
+	toml := fmt.Sprintf("[dns]\nservers = [%q]\ntimeout = \"150ms\"\nretries = 0\n[policy]\nauthserv_id = \"mx.test\"\n[checks.spf]\n%s", srv.Addr, checkToml)
+	f, err := config.Parse("t.toml", []byte(toml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := policy.Build(f, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func TestSPF(t *testing.T) {
+	srv := dnstest.Start(t,
+		`pass.test. TXT "v=spf1 ip4:192.0.2.0/24 -all"`,
+		`fail.test. TXT "v=spf1 ip4:198.51.100.1 -all"`,
+		`soft.test. TXT "v=spf1 ~all"`,
+		`broken.test. TXT "v=spf1 ip4:nonsense -all"`,
+		`helo.test. TXT "v=spf1 a -all"`,
+		`helo.test. A 192.0.2.10`,
+		`badhelo.test. TXT "v=spf1 -all"`,
+	)
+	srv.Set("slow.test", dnstest.Timeout)
+	e := engine(t, srv, "")
+	tests := []struct {
+		name, ip, helo, from string
+		auth, trusted        bool
+		want                 policy.Action
+		reply                string
+		result, domain       string
+		ar                   string
+		score                float64
+	}{
+		{name: "pass", ip: "192.0.2.10", helo: "helo.test", from: "a@pass.test", want: policy.ActContinue,
+			result: "pass", domain: "pass.test", ar: "spf=pass smtp.mailfrom=a@pass.test"},
+		{name: "fail refused at rcpt", ip: "192.0.2.10", helo: "helo.test", from: "a@fail.test", want: policy.ActReject,
+			reply: "550 5.7.23 SPF fail: fail.test does not designate [192.0.2.10] as permitted sender", result: "fail", domain: "fail.test"},
+		{name: "softfail scores", ip: "192.0.2.10", helo: "helo.test", from: "a@soft.test", want: policy.ActContinue,
+			result: "softfail", domain: "soft.test", score: 1, ar: "spf=softfail"},
+		{name: "temperror tempfails", ip: "192.0.2.10", helo: "helo.test", from: "a@slow.test", want: policy.ActTempfail,
+			reply: "451 4.7.24", result: "temperror", domain: "slow.test"},
+		{name: "permerror recorded", ip: "192.0.2.10", helo: "helo.test", from: "a@broken.test", want: policy.ActContinue,
+			result: "permerror", domain: "broken.test", ar: "spf=permerror"},
+		{name: "none", ip: "192.0.2.10", helo: "helo.test", from: "a@nospf.test", want: policy.ActContinue,
+			result: "none", domain: "nospf.test", ar: "spf=none"},
+		{name: "null sender uses helo", ip: "192.0.2.10", helo: "helo.test", from: "", want: policy.ActContinue,
+			result: "pass", domain: "helo.test", ar: "spf=pass smtp.helo=helo.test"},
+		{name: "null sender helo fail", ip: "192.0.2.10", helo: "badhelo.test", from: "", want: policy.ActReject,
+			reply: "550 5.7.23 SPF fail: badhelo.test", result: "fail", domain: "badhelo.test"},
+		{name: "helo identity recorded", ip: "192.0.2.10", helo: "badhelo.test", from: "a@pass.test", want: policy.ActContinue,
+			result: "pass", domain: "pass.test", ar: "spf=fail smtp.helo=badhelo.test"},
+		{name: "authenticated not checked", ip: "203.0.113.1", helo: "helo.test", from: "a@fail.test", auth: true, want: policy.ActContinue},
+		{name: "trusted not checked", ip: "203.0.113.1", helo: "helo.test", from: "a@fail.test", trusted: true, want: policy.ActContinue},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			s := policy.NewSession()
+			s.ClientIP = netip.MustParseAddr(tc.ip)
+			s.Helo = tc.helo
+			if tc.auth {
+				s.Auth.Authen = "alice"
+			}
+			e.Connect(ctx, s)
+			if tc.trusted {
+				s.Set("relay/trusted", "yes")
+			}
+			e.Helo(ctx, s)
+			if d := e.Mail(ctx, s, tc.from, ""); d.Action != policy.ActContinue {
+				t.Fatalf("MAIL answered %+v: rejections must wait for RCPT", d)
+			}
+			if got := s.Get(FactResult); got != tc.result {
+				t.Errorf("spf/result = %q, want %q", got, tc.result)
+			}
+			if got := s.Get(FactDomain); got != tc.domain {
+				t.Errorf("spf/domain = %q, want %q", got, tc.domain)
+			}
+			_, d := e.Rcpt(ctx, s, "b@dest.test", "")
+			if d.Action != tc.want {
+				t.Fatalf("action %v (%s), want %v; findings %+v", d.Action, d.Reply, tc.want, s.Findings())
+			}
+			if tc.reply != "" && !strings.Contains(d.Reply.String(), tc.reply) {
+				t.Errorf("reply %q, want %q", d.Reply, tc.reply)
+			}
+			if d.Action != policy.ActContinue {
+				return
+			}
+			s.Headers = []policy.Header{{Name: "From", Value: " " + tc.from}}
+			e.Headers(ctx, s)
+			out := e.EOM(ctx, s, msg("From: x@y\r\n\r\nhi\r\n"))
+			if out.Score != tc.score {
+				t.Errorf("score %g, want %g", out.Score, tc.score)
+			}
+			var ar string
+			for _, h := range out.InsertHeaders {
+				if h.Name == "Authentication-Results" {
+					ar = h.Value
+				}
+			}
+			if tc.ar != "" && !strings.Contains(ar, tc.ar) {
+				t.Errorf("Authentication-Results %q, want %q", ar, tc.ar)
+			}
+			if (tc.auth || tc.trusted) && strings.Contains(ar, "spf=") {
+				t.Errorf("exempt client got an SPF result: %q", ar)
+			}
+		})
+	}
+}
+
+func TestSetupErrors(t *testing.T) {
+	srv := dnstest.Start(t)
+	toml := fmt.Sprintf("[dns]\nservers = [%q]\n[policy]\nauthserv_id = \"mx.test\"\n[checks.spf]\nfail = \"drop\"\n", srv.Addr)
+	f, err := config.Parse("t.toml", []byte(toml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := policy.Build(f, nil); err == nil || !strings.Contains(err.Error(), "t.toml:6: checks.spf.fail: unknown action") {
+		t.Fatalf("err = %v", err)
+	}
+}
