@@ -1,0 +1,75 @@
+package main
+
+// Content scanners: clamd (virus) and spamd (SpamAssassin score) at end of message, and `moat learn`.
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/moatmail/moat/config"
+	_ "github.com/moatmail/moat/scanners/clamd"
+	"github.com/moatmail/moat/scanners/spamd"
+)
+
+func init() {
+	commands["learn"] = command{"teach spamd's Bayes database: learn spam|ham|forget MESSAGE.eml...", runLearn}
+}
+
+// runLearn sends each message to spamd with TELL (spamd must run with --allow-tell). It exits 1 when any
+// message failed, 0 otherwise (also when spamd already knew a message: that is reported, not an error).
+func runLearn(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("learn", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := configFlag(fs)
+	timeout := fs.Duration("timeout", 30*time.Second, "deadline for each message")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: moat learn [-c moat.toml] [-timeout 30s] spam|ham|forget MESSAGE.eml...")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() < 2 {
+		fs.Usage()
+		return 2
+	}
+	class := fs.Arg(0)
+	if _, err := spamd.ParseClass(class); err != nil {
+		fmt.Fprintln(stderr, "moat: "+err.Error())
+		return 2
+	}
+	f, err := config.Load(*path)
+	if err != nil {
+		fmt.Fprintln(stderr, "moat: "+err.Error())
+		return 1
+	}
+	cfg, err := spamd.ConfigFrom(f)
+	if err != nil {
+		fmt.Fprintln(stderr, "moat: "+err.Error())
+		return 1
+	}
+	status := 0
+	for _, file := range fs.Args()[1:] {
+		ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+		res, err := spamd.Learn(ctx, cfg, class, []string{file})
+		cancel()
+		if err != nil {
+			fmt.Fprintln(stderr, "moat: "+err.Error())
+			return 1
+		}
+		for _, r := range res {
+			switch {
+			case r.Err != nil:
+				fmt.Fprintf(stderr, "%s: error: %v\n", r.Path, r.Err)
+				status = 1
+			case r.Changed:
+				fmt.Fprintf(stdout, "%s: learned as %s\n", r.Path, class)
+			default:
+				fmt.Fprintf(stdout, "%s: unchanged (already learned, or Bayes is off)\n", r.Path)
+			}
+		}
+	}
+	return status
+}
