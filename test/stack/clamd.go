@@ -114,3 +114,10 @@ func (c *Clamd) Log() string {
 	b, _ := os.ReadFile(filepath.Join(c.Dir, "clamd.log"))
 	return string(b)
 }
+
+// Pause freezes the daemon (SIGSTOP): it keeps its socket but answers
+// nothing, so clients time out. Resume undoes it; Stop also works when paused.
+func (c *Clamd) Pause() { c.p.pause(true) }
+
+// Resume continues a paused daemon (SIGCONT).
+func (c *Clamd) Resume() { c.p.pause(false) }

@@ -26,7 +26,11 @@ var defaultZones = []string{".", "test.", "in-addr.arpa.", "ip6.arpa."}
 // UDP and TCP 127.0.0.1. records are unbound local-data RR strings such as
 // `example.test. 300 IN TXT "v=spf1 -all"` or `4.3.2.1.in-addr.arpa. PTR mail.example.test.`.
 // The zones ".", "test.", "in-addr.arpa." and "ip6.arpa." are declared static,
-// so any name without data answers NXDOMAIN.
+// so any name without data answers NXDOMAIN, a name with data but not of the
+// asked type answers NOERROR with no answer (NODATA), and nothing is ever
+// recursed. (Because "." is static no zone needs deriving from the records.)
+// TXT values longer than 255 bytes must be split into several quoted
+// strings: use TXTRecord.
 func StartDNS(t testing.TB, records []string) *DNS {
 	t.Helper()
 	return StartDNSZones(t, nil, records)
@@ -146,4 +150,27 @@ func dnsQuery(name string, qtype uint16) []byte {
 	}
 	msg = append(msg, 0, byte(qtype>>8), byte(qtype), 0, 1)
 	return append([]byte{byte(len(msg) >> 8), byte(len(msg))}, msg...)
+}
+
+// Pause freezes the daemon (SIGSTOP): it keeps its socket but answers
+// nothing, so clients time out. Resume undoes it; Stop also works when paused.
+func (d *DNS) Pause() { d.p.pause(true) }
+
+// Resume continues a paused daemon (SIGCONT).
+func (d *DNS) Resume() { d.p.pause(false) }
+
+// TXTRecord returns a local-data TXT record for name holding value, split
+// into quoted strings of at most 255 bytes as DNS requires (DKIM keys are
+// longer than that); resolvers join them back into one value.
+func TXTRecord(name, value string) string {
+	if !strings.HasSuffix(name, ".") {
+		name += "."
+	}
+	var parts []string
+	for len(value) > 255 {
+		parts = append(parts, `"`+value[:255]+`"`)
+		value = value[255:]
+	}
+	parts = append(parts, `"`+value+`"`)
+	return name + " 300 IN TXT " + strings.Join(parts, " ")
 }

@@ -39,7 +39,11 @@ func RepoRoot(t testing.TB) string {
 	}
 }
 
-// BuildMoat builds ./cmd/moat once per test binary and returns the path of
+// MoatBuildTags are the build tags BuildMoat uses: moattest compiles in the
+// "test" check that end-to-end tests script verdicts with.
+var MoatBuildTags = "moattest"
+
+// BuildMoat builds ./cmd/moat (with -tags MoatBuildTags) once per test binary and returns the path of
 // the binary. The environment variable MOAT_BIN, when set, names a binary to
 // use instead.
 func BuildMoat(t testing.TB) string {
@@ -53,13 +57,17 @@ func BuildMoat(t testing.TB) string {
 		if err != nil {
 			gobin = filepath.Join(runtimeGOROOT(), "bin", "go")
 		}
-		dir, err := os.MkdirTemp("", "moat-build-")
-		if err != nil {
+		// One binary per test process, in a shared directory; binaries of
+		// test processes that are gone are removed here.
+		dir := filepath.Join(os.TempDir(), "moat-stack-build")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
 			buildErr = err
 			return
 		}
-		out := filepath.Join(dir, "moat")
-		cmd := exec.Command(gobin, "build", "-o", out, "./cmd/moat")
+		removeStaleBuilds(dir)
+		out := filepath.Join(dir, fmt.Sprintf("moat.%d", os.Getpid()))
+		// -tags moattest compiles in the scripted "test" check the end-to-end tests configure.
+		cmd := exec.Command(gobin, "build", "-tags", "moattest", "-o", out, "./cmd/moat")
 		cmd.Dir = root
 		if b, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build ./cmd/moat: %v\n%s", err, b)
@@ -71,6 +79,20 @@ func BuildMoat(t testing.TB) string {
 		t.Fatalf("stack: %v", buildErr)
 	}
 	return buildPath
+}
+
+// removeStaleBuilds deletes moat.PID binaries whose process has ended.
+func removeStaleBuilds(dir string) {
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		var pid int
+		if _, err := fmt.Sscanf(e.Name(), "moat.%d", &pid); err != nil || pid <= 0 {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); err == syscall.ESRCH {
+			os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
 }
 
 func runtimeGOROOT() string {

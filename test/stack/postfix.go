@@ -52,6 +52,7 @@ const postfixMailUID, postfixMailGID = 65534, 65534
 // 127.0.0.1:<free port>. It is ready when smtpd sends its banner.
 func StartPostfix(t testing.TB, opts PostfixOptions) *Postfix {
 	t.Helper()
+	needRoot(t, "Postfix")
 	Need(t, "postfix", "postconf", "/usr/lib/postfix/sbin/master")
 	uid, gid := lookupUser(t, "postfix")
 	_, _ = uid, gid
@@ -96,10 +97,7 @@ func (pf *Postfix) stop() {
 	if pf.p.exited() {
 		return
 	}
-	if bin, err := lookBin("postfix"); err == nil {
-		cmd := exec.Command(bin, "-c", pf.ConfDir, "stop")
-		_ = cmd.Run()
-	}
+	// SIGTERM to the master (and its group) is what `postfix stop` does.
 	pf.p.stop(syscall.SIGTERM, 5*time.Second)
 }
 
@@ -271,7 +269,7 @@ func (pf *Postfix) Reload(t testing.TB, opts PostfixOptions) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	time.Sleep(1500 * time.Millisecond)
+	time.Sleep(PostfixReloadSettle)
 }
 
 // waitFiles waits until dir holds at least n regular files and returns the
@@ -331,3 +329,7 @@ anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 `
+
+// PostfixReloadSettle is how long Reload waits after Postfix logged its
+// reload, for idle smtpd processes with the old settings to go away.
+var PostfixReloadSettle = 500 * time.Millisecond

@@ -38,3 +38,10 @@ func StartRedis(t testing.TB) *Redis {
 
 // Stop stops the server (safe to call twice).
 func (r *Redis) Stop() { r.p.stop(syscall.SIGTERM, 3*time.Second) }
+
+// Pause freezes the daemon (SIGSTOP): it keeps its socket but answers
+// nothing, so clients time out. Resume undoes it; Stop also works when paused.
+func (r *Redis) Pause() { r.p.pause(true) }
+
+// Resume continues a paused daemon (SIGCONT).
+func (r *Redis) Resume() { r.p.pause(false) }

@@ -126,6 +126,13 @@ func sendMail(t testing.TB, addr, helo, from string, to []string, msg []byte, ea
 	if err != nil || code != 220 {
 		return fail("CONNECT", code, text, err)
 	}
+	defer func() {
+		// Say goodbye after a refusal, as real clients do (not after 421).
+		if !res.Accepted && res.Code != 421 && res.Code != 0 {
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			s.cmd("QUIT")
+		}
+	}()
 	code, text, err = s.cmd("EHLO %s", helo)
 	if err == nil && code/100 == 5 && code != 421 {
 		code, text, err = s.cmd("HELO %s", helo)

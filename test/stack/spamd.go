@@ -32,6 +32,7 @@ const SpamdUser = "debian-spamd"
 // two children. It is ready when PING answers PONG.
 func StartSpamd(t testing.TB) *Spamd {
 	t.Helper()
+	needRoot(t, "spamd -u")
 	bin := mustBin(t, "spamd")
 	uid, gid := lookupUser(t, SpamdUser)
 	dir := TempDir(t, "spamd")
@@ -133,3 +134,10 @@ func (s *Spamd) DumpMagic(t testing.TB) string {
 	}
 	return strings.TrimSpace(out)
 }
+
+// Pause freezes the daemon (SIGSTOP): it keeps its socket but answers
+// nothing, so clients time out. Resume undoes it; Stop also works when paused.
+func (s *Spamd) Pause() { s.p.pause(true) }
+
+// Resume continues a paused daemon (SIGCONT).
+func (s *Spamd) Resume() { s.p.pause(false) }

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -79,8 +80,16 @@ func Need(t testing.TB, binaries ...string) {
 	}
 	if InCI() {
 		t.Fatalf("stack: required binaries missing (CI=true): %s", strings.Join(missing, ", "))
+		return
 	}
 	t.Skipf("stack: binaries not installed: %s", strings.Join(missing, ", "))
+}
+
+// Bin returns the path of an installed binary (searched in $PATH and the
+// usual sbin directories), after Need.
+func Bin(t testing.TB, name string) string {
+	t.Helper()
+	return mustBin(t, name)
 }
 
 // mustBin returns the path of a binary, calling Need first.
@@ -91,16 +100,23 @@ func mustBin(t testing.TB, name string) string {
 	return p
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago. The
-// same port is also checked to be free for UDP, so DNS servers can use it.
+// FreePort returns a port on 127.0.0.1 that is free for both TCP and UDP
+// (so DNS servers can use it too). Ports are drawn at random from
+// 20000-32767, below Linux's ephemeral range, so that outgoing connections
+// made meanwhile cannot take them; one test binary never hands out the same
+// port twice.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	for i := 0; i < 50; i++ {
-		l, err := net.Listen("tcp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("stack: FreePort: %v", err)
+	for i := 0; i < 200; i++ {
+		port := 20000 + rand.IntN(32768-20000)
+		if i >= 150 {
+			port = 0 // fall back to the kernel's choice
 		}
-		port := l.Addr().(*net.TCPAddr).Port
+		l, err := net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		port = l.Addr().(*net.TCPAddr).Port
 		u, err := net.ListenPacket("udp4", fmt.Sprintf("127.0.0.1:%d", port))
 		l.Close()
 		if err != nil {
@@ -153,6 +169,18 @@ func TempDir(t testing.TB, name string) string {
 		os.RemoveAll(dir)
 	})
 	return dir
+}
+
+// needRoot skips the test (fails it when CI=true) unless it runs as root.
+func needRoot(t testing.TB, what string) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if InCI() {
+		t.Fatalf("stack: %s needs root (CI=true)", what)
+	}
+	t.Skipf("stack: %s needs root", what)
 }
 
 // lookupUser returns the uid and gid of a system user.
@@ -254,6 +282,9 @@ func startProc(t testing.TB, name string, cmd *exec.Cmd, logs ...string) *proc {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
 	cmd.SysProcAttr.Setsid = true
+	// A grandchild that escaped the process group must not keep Wait (and
+	// so Stop) blocked on the output pipe.
+	cmd.WaitDelay = 3 * time.Second
 	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("stack: start %s: %v", name, err)
@@ -295,12 +326,16 @@ func (p *proc) stop(sig syscall.Signal, grace time.Duration) {
 	p.mu.Lock()
 	if p.stopped {
 		p.mu.Unlock()
-		<-p.done
+		select {
+		case <-p.done:
+		case <-time.After(10 * time.Second):
+		}
 		return
 	}
 	p.stopped = true
 	p.mu.Unlock()
 	pgid := p.cmd.Process.Pid
+	_ = syscall.Kill(-pgid, syscall.SIGCONT) // in case it was paused
 	_ = syscall.Kill(-pgid, sig)
 	select {
 	case <-p.done:
@@ -312,6 +347,15 @@ func (p *proc) stop(sig syscall.Signal, grace time.Duration) {
 	case <-p.done:
 	case <-time.After(5 * time.Second):
 	}
+}
+
+// pause stops (SIGSTOP) or continues (SIGCONT) the whole process group.
+func (p *proc) pause(stop bool) {
+	sig := syscall.SIGCONT
+	if stop {
+		sig = syscall.SIGSTOP
+	}
+	_ = syscall.Kill(-p.cmd.Process.Pid, sig)
 }
 
 // waitReady polls check until it returns nil, the process exits, or timeout.

@@ -28,6 +28,8 @@ func TestDNS(t *testing.T) {
 		`example.test. 300 IN TXT "v=spf1 -all"`,
 		`mail.example.test. A 192.0.2.25`,
 		`4.3.2.1.in-addr.arpa. PTR mail.example.test.`,
+		`example.com. MX 10 mx.example.com.`,
+		TXTRecord("k1._domainkey.example.test", strings.Repeat("a", 300)+"b"),
 	})
 	t.Logf("unbound ready in %v", time.Since(start))
 	for _, proto := range []string{"udp", "tcp"} {
@@ -63,11 +65,42 @@ func TestDNS(t *testing.T) {
 			t.Fatalf("%s PTR: %v %v", proto, r, err)
 		}
 		m = new(dns.Msg)
+		m.SetQuestion("example.com.", dns.TypeMX)
+		r, _, err = c.Exchange(m, d.Addr)
+		if err != nil || len(r.Answer) != 1 || r.Answer[0].(*dns.MX).Mx != "mx.example.com." {
+			t.Fatalf("%s MX: %v %v", proto, r, err)
+		}
+		m = new(dns.Msg)
+		m.SetQuestion("example.com.", dns.TypeA)
+		r, _, err = c.Exchange(m, d.Addr)
+		if err != nil || r.Rcode != dns.RcodeSuccess || len(r.Answer) != 0 {
+			t.Fatalf("%s NODATA: %v %v", proto, r, err)
+		}
+		m = new(dns.Msg)
+		m.SetQuestion("k1._domainkey.example.test.", dns.TypeTXT)
+		r, _, err = c.Exchange(m, d.Addr)
+		if err != nil || len(r.Answer) != 1 || strings.Join(r.Answer[0].(*dns.TXT).Txt, "") != strings.Repeat("a", 300)+"b" {
+			t.Fatalf("%s long TXT: %v %v", proto, r, err)
+		}
+		m = new(dns.Msg)
 		m.SetQuestion("9.9.9.10.in-addr.arpa.", dns.TypePTR)
 		r, _, err = c.Exchange(m, d.Addr)
 		if err != nil || r.Rcode != dns.RcodeNameError {
 			t.Fatalf("%s unknown PTR: %v %v", proto, r, err)
 		}
+	}
+	// Paused: the server holds its port but answers nothing.
+	d.Pause()
+	pc := &dns.Client{Net: "udp", Timeout: 300 * time.Millisecond}
+	pm := new(dns.Msg)
+	pm.SetQuestion("example.test.", dns.TypeTXT)
+	if r, _, err := pc.Exchange(pm, d.Addr); err == nil {
+		t.Fatalf("paused DNS answers: %v", r)
+	}
+	d.Resume()
+	pc.Timeout = 3 * time.Second
+	if _, _, err := pc.Exchange(pm, d.Addr); err != nil {
+		t.Fatalf("resumed DNS: %v", err)
 	}
 	d.Stop()
 	c := &dns.Client{Net: "udp", Timeout: 300 * time.Millisecond}
@@ -93,9 +126,6 @@ func TestRedis(t *testing.T) {
 		t.Fatalf("PING: %q %v", line, err)
 	}
 }
-
-var _ = binary.BigEndian
-var _ = os.Getenv
 
 func TestPostfix(t *testing.T) {
 	start := time.Now()
@@ -252,5 +282,70 @@ func TestSpamd(t *testing.T) {
 	}
 	if m := s.DumpMagic(t); !regexp.MustCompile(`\s1\s+0\s+non-token data: nspam`).MatchString(m) {
 		t.Fatalf("dump magic after TELL: %s", m)
+	}
+}
+
+func TestSendmail(t *testing.T) {
+	start := time.Now()
+	s := StartSendmail(t, SendmailOptions{LocalDomains: []string{"example.test"}})
+	t.Logf("sendmail ready in %v", time.Since(start))
+	start = time.Now()
+	r := SendMail(t, s.Addr, "client.example.test", "bob@sender.test", []string{"alice@example.test"},
+		Message("bob@sender.test", "alice@example.test", "hello", "hello alice via sendmail"))
+	if !r.OK() {
+		t.Fatalf("send: %v\n%s", r, s.Log())
+	}
+	msgs := s.WaitMessages(t, "alice@example.test", 1, 20*time.Second)
+	t.Logf("delivered in %v", time.Since(start))
+	if !strings.Contains(string(msgs[0]), "hello alice via sendmail") {
+		t.Fatalf("message: %s", msgs[0])
+	}
+}
+
+func TestSendmailMilterSpec(t *testing.T) {
+	for in, want := range map[string]string{
+		"inet:127.0.0.1:9999":  "inet:9999@127.0.0.1",
+		"inet:9999@127.0.0.1":  "inet:9999@127.0.0.1",
+		"/run/moat/moat.sock":  "unix:/run/moat/moat.sock",
+		"unix:/run/moat.sock":  "unix:/run/moat.sock",
+		"local:/run/moat.sock": "local:/run/moat.sock",
+	} {
+		if got := SendmailMilterSpec(in); got != want {
+			t.Errorf("SendmailMilterSpec(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestMiltertestInstalled(t *testing.T) {
+	Need(t, "miltertest")
+}
+
+// recTB records Fatalf and Skipf instead of stopping the test.
+type recTB struct {
+	testing.TB
+	fatal, skip string
+}
+
+func (r *recTB) Helper()                           {}
+func (r *recTB) Fatalf(format string, args ...any) { r.fatal = fmt.Sprintf(format, args...) }
+func (r *recTB) Skipf(format string, args ...any)  { r.skip = fmt.Sprintf(format, args...) }
+
+func TestNeed(t *testing.T) {
+	t.Setenv("CI", "")
+	r := &recTB{TB: t}
+	Need(r, "sh", "no-such-binary-moat")
+	if r.fatal != "" || !strings.Contains(r.skip, "no-such-binary-moat") {
+		t.Fatalf("without CI: fatal=%q skip=%q", r.fatal, r.skip)
+	}
+	t.Setenv("CI", "true")
+	r = &recTB{TB: t}
+	Need(r, "sh", "no-such-binary-moat")
+	if r.skip != "" || !strings.Contains(r.fatal, "no-such-binary-moat") {
+		t.Fatalf("with CI=true: fatal=%q skip=%q", r.fatal, r.skip)
+	}
+	r = &recTB{TB: t}
+	Need(r, "sh", "postconf")
+	if r.skip != "" || r.fatal != "" {
+		t.Fatalf("present binaries: fatal=%q skip=%q", r.fatal, r.skip)
 	}
 }
