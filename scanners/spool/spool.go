@@ -47,7 +47,14 @@ func (s *Spool) Write(p []byte) (int, error) {
 	if s.err != nil {
 		return 0, s.err
 	}
-	if s.file == nil && int64(len(s.mem))+int64(len(p)) <= s.memLimit {
+	if need := int64(len(s.mem)) + int64(len(p)); s.file == nil && need <= s.memLimit {
+		if need > int64(cap(s.mem)) {
+			// Grow by doubling as append would, but never past memLimit: the memory a session holds
+			// stays within the configured limit, not twice it.
+			grown := make([]byte, len(s.mem), min(max(2*int64(cap(s.mem)), need, 4096), s.memLimit))
+			copy(grown, s.mem)
+			s.mem = grown
+		}
 		s.mem = append(s.mem, p...)
 		s.size += int64(len(p))
 		return len(p), nil

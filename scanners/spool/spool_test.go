@@ -105,3 +105,30 @@ func TestSpoolWriteErrorIsReported(t *testing.T) {
 		t.Fatal("a spool that cannot create its file must report an error")
 	}
 }
+
+func TestSpoolMemoryNeverAboveLimit(t *testing.T) {
+	const limit = 1 << 20
+	s := New(t.TempDir(), limit)
+	defer s.Close()
+	chunk := bytes.Repeat([]byte("x"), 65535) // Postfix's milter body chunk
+	for s.Size()+int64(len(chunk)) <= limit {
+		if _, err := s.Write(chunk); err != nil {
+			t.Fatal(err)
+		}
+		if c := cap(s.mem); c > limit {
+			t.Fatalf("after %d bytes the buffer holds %d bytes of capacity, limit %d", s.Size(), c, limit)
+		}
+	}
+	if !s.InMemory() {
+		t.Fatal("spilled to a file below the limit")
+	}
+	if _, err := s.Write(chunk); err != nil {
+		t.Fatal(err)
+	}
+	if s.InMemory() || s.mem != nil {
+		t.Fatal("over the limit the message must move to the file and the memory be released")
+	}
+	if b, _ := io.ReadAll(s.Open()); int64(len(b)) != s.Size() {
+		t.Fatalf("read back %d bytes of %d", len(b), s.Size())
+	}
+}

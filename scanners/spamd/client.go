@@ -1,0 +1,381 @@
+package spamd
+
+import (
+	"bytes"
+	"compress/zlib"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// maxReply bounds a reply: SYMBOLS and TELL answers are small; a REPORT is a few KiB.
+const maxReply = 1 << 20
+
+// Server is one spamd address: network "unix" or "tcp".
+type Server struct {
+	Network string
+	Addr    string
+}
+
+func (s Server) String() string { return s.Network + ":" + s.Addr }
+
+// ParseServer parses "unix:/path", "tcp:host:port", an absolute path (a unix socket) or "host:port".
+func ParseServer(s string) (Server, error) {
+	switch {
+	case strings.HasPrefix(s, "unix:"):
+		p := strings.TrimPrefix(s, "unix:")
+		if p == "" {
+			return Server{}, fmt.Errorf("empty socket path in %q", s)
+		}
+		return Server{"unix", p}, nil
+	case strings.HasPrefix(s, "/"):
+		return Server{"unix", s}, nil
+	case strings.HasPrefix(s, "tcp:"), strings.HasPrefix(s, "inet:"):
+		_, a, _ := strings.Cut(s, ":")
+		s = a
+	}
+	if _, _, err := net.SplitHostPort(s); err != nil {
+		return Server{}, fmt.Errorf("want unix:/path or tcp:host:port, got %q", s)
+	}
+	return Server{"tcp", s}, nil
+}
+
+// Client talks to one or more spamd servers, with failover: a request goes to the first server that is not
+// marked down (in a rotating order) and moves to the next when a server cannot be reached or breaks the
+// connection. A server marked down is retried after RetryAfter, or when every server is down.
+type Client struct {
+	servers        []*member
+	connectTimeout time.Duration
+	attemptTimeout time.Duration
+	retryAfter     time.Duration
+	compress       bool
+	next           atomic.Uint32
+}
+
+type member struct {
+	srv        Server
+	mu         sync.Mutex
+	downUntil  time.Time
+	last       error
+	noCompress atomic.Bool // spamd said it cannot inflate (no Compress::Zlib)
+}
+
+// ClientOptions configures a Client.
+type ClientOptions struct {
+	ConnectTimeout time.Duration // each connection attempt (default 2s)
+	AttemptTimeout time.Duration // one request on one server (0: only the caller's context)
+	RetryAfter     time.Duration // how long a failed server is skipped (default 10s)
+	Compress       bool          // send bodies zlib-compressed ("Compress: zlib") to servers that accept it
+}
+
+// NewClient returns a client for servers.
+func NewClient(servers []Server, opts ClientOptions) *Client {
+	c := &Client{connectTimeout: opts.ConnectTimeout, attemptTimeout: opts.AttemptTimeout,
+		retryAfter: opts.RetryAfter, compress: opts.Compress}
+	if c.connectTimeout <= 0 {
+		c.connectTimeout = 2 * time.Second
+	}
+	if c.retryAfter <= 0 {
+		c.retryAfter = 10 * time.Second
+	}
+	for _, s := range servers {
+		c.servers = append(c.servers, &member{srv: s})
+	}
+	return c
+}
+
+// Down lists the servers currently skipped, with the reason.
+func (c *Client) Down() map[string]error {
+	out := map[string]error{}
+	now := time.Now()
+	for _, m := range c.servers {
+		m.mu.Lock()
+		if now.Before(m.downUntil) {
+			out[m.srv.String()] = m.last
+		}
+		m.mu.Unlock()
+	}
+	return out
+}
+
+// Body is a message to send: Open returns a new reader from the first byte (a failover starts again), Size
+// is its exact length.
+type Body struct {
+	Open func() io.Reader
+	Size int64
+}
+
+// BytesBody wraps a byte slice.
+func BytesBody(b []byte) Body {
+	return Body{Open: func() io.Reader { return bytes.NewReader(b) }, Size: int64(len(b))}
+}
+
+// FileBody opens a file for reading; the caller closes it.
+func FileBody(f *os.File) (Body, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return Body{}, err
+	}
+	return Body{Open: func() io.Reader { return io.NewSectionReader(f, 0, fi.Size()) }, Size: fi.Size()}, nil
+}
+
+// Do sends req with body to the servers in turn until one answers, and returns the parsed reply and the
+// server. req.ContentLength and req.Compress are set here. Only ErrUnavailable errors fail over; spamd's
+// own error replies are final, except a refusal of compression, which is retried uncompressed.
+func (c *Client) Do(ctx context.Context, req Request, body *Body) (*Response, Server, error) {
+	n := len(c.servers)
+	if n == 0 {
+		return nil, Server{}, fmt.Errorf("%w: no servers configured", ErrUnavailable)
+	}
+	start := int(c.next.Add(1)-1) % n
+	now := time.Now()
+	var up, down []*member
+	for i := 0; i < n; i++ {
+		m := c.servers[(start+i)%n]
+		m.mu.Lock()
+		isDown := now.Before(m.downUntil)
+		m.mu.Unlock()
+		if isDown {
+			down = append(down, m)
+		} else {
+			up = append(up, m)
+		}
+	}
+	var errs []error
+	for _, m := range append(up, down...) {
+		if ctx.Err() != nil {
+			break
+		}
+		resp, err := c.attempt(ctx, m, req, body)
+		if err == nil {
+			m.mu.Lock()
+			m.downUntil = time.Time{}
+			m.mu.Unlock()
+			return resp, m.srv, nil
+		}
+		if !errors.Is(err, ErrUnavailable) {
+			return resp, m.srv, err
+		}
+		m.mu.Lock()
+		m.downUntil, m.last = time.Now().Add(c.retryAfter), err
+		m.mu.Unlock()
+		errs = append(errs, err)
+	}
+	if len(errs) == 0 {
+		return nil, Server{}, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
+	}
+	return nil, Server{}, errors.Join(errs...)
+}
+
+func (c *Client) attempt(ctx context.Context, m *member, req Request, body *Body) (*Response, error) {
+	if c.attemptTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.attemptTimeout)
+		defer cancel()
+	}
+	useZlib := c.compress && body != nil && !m.noCompress.Load()
+	resp, err := c.exchange(ctx, m.srv, req, body, useZlib)
+	if useZlib && err != nil && errors.Is(err, ErrSpamd) && resp != nil && resp.Code == 76 &&
+		strings.Contains(strings.ToLower(resp.Message), "compress") {
+		// spamd without Compress::Zlib: remember, and send this one plain.
+		m.noCompress.Store(true)
+		return c.exchange(ctx, m.srv, req, body, false)
+	}
+	return resp, err
+}
+
+// exchange sends one request on a new connection and reads the whole reply (spamd closes the connection
+// after it). The context's deadline bounds all of it.
+func (c *Client) exchange(ctx context.Context, srv Server, req Request, body *Body, useZlib bool) (*Response, error) {
+	var payload io.Reader
+	req.ContentLength, req.Compress = -1, false
+	if body != nil {
+		req.ContentLength, payload = body.Size, body.Open()
+		if useZlib {
+			// The length must be exact, so compress first. Bodies sent to spamd are small (max_size).
+			var zb bytes.Buffer
+			zw := zlib.NewWriter(&zb)
+			if _, err := io.Copy(zw, payload); err != nil {
+				return nil, fmt.Errorf("spamd: reading the message: %w", err)
+			}
+			if err := zw.Close(); err != nil {
+				return nil, fmt.Errorf("spamd: compressing: %w", err)
+			}
+			req.Compress, req.ContentLength, payload = true, int64(zb.Len()), &zb
+		}
+	} else if req.Command != CmdPing {
+		req.ContentLength = 0
+	}
+	head, err := req.Header()
+	if err != nil {
+		return nil, err
+	}
+	d := net.Dialer{Timeout: c.connectTimeout}
+	conn, err := d.DialContext(ctx, srv.Network, srv.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrUnavailable, srv, err)
+	}
+	defer conn.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+
+	if _, err := conn.Write(head); err != nil {
+		return nil, ioErr(ctx, srv, "write", err)
+	}
+	if payload != nil {
+		n, err := io.Copy(conn, payload)
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) || errors.Is(err, net.ErrClosed) || isConnErr(err) {
+				// spamd may refuse early and close: keep its words when it said something.
+				if resp, perr := readResponse(ctx, conn, srv); perr == nil || errors.Is(perr, ErrSpamd) {
+					return resp, perr
+				}
+				return nil, ioErr(ctx, srv, "write", err)
+			}
+			return nil, fmt.Errorf("spamd: reading the message: %w", err)
+		}
+		if n != req.ContentLength {
+			return nil, fmt.Errorf("spamd: message was %d bytes, %d announced", n, req.ContentLength)
+		}
+	}
+	// Half-close so that spamd sees the end of the body even if it reads to EOF.
+	if cw, ok := conn.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	return readResponse(ctx, conn, srv)
+}
+
+func isConnErr(err error) bool {
+	s := err.Error()
+	return strings.Contains(s, "broken pipe") || strings.Contains(s, "connection reset")
+}
+
+func readResponse(ctx context.Context, conn net.Conn, srv Server) (*Response, error) {
+	data, err := io.ReadAll(io.LimitReader(conn, maxReply+1))
+	if err != nil {
+		return nil, ioErr(ctx, srv, "read", err)
+	}
+	if len(data) > maxReply {
+		return nil, fmt.Errorf("%w: %s: reply longer than %d bytes", ErrProtocol, srv, maxReply)
+	}
+	if len(data) == 0 {
+		return nil, fmt.Errorf("%w: %s: connection closed without a reply", ErrUnavailable, srv)
+	}
+	resp, err := ParseResponse(data)
+	if err != nil {
+		return resp, fmt.Errorf("%s: %w", srv, err)
+	}
+	return resp, nil
+}
+
+func ioErr(ctx context.Context, srv Server, op string, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("%w: %s: %s: %w", ErrUnavailable, srv, op, ctx.Err())
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return fmt.Errorf("%w: %s: %s: %w", ErrUnavailable, srv, op, context.DeadlineExceeded)
+	}
+	return fmt.Errorf("%w: %s: %s: %v", ErrUnavailable, srv, op, err)
+}
+
+// Result is spamd's verdict on a message.
+type Result struct {
+	Spam      bool
+	Score     float64
+	Threshold float64
+	Symbols   []string
+	Report    string // REPORT only
+	Server    Server
+}
+
+// Check sends the message with SYMBOLS (or REPORT) and returns spamd's verdict. user is the User header
+// ("" for none).
+func (c *Client) Check(ctx context.Context, cmd Command, user string, body Body) (Result, error) {
+	if cmd != CmdSymbols && cmd != CmdReport && cmd != CmdCheck {
+		return Result{}, fmt.Errorf("spamd: Check with command %s", cmd)
+	}
+	resp, srv, err := c.Do(ctx, Request{Command: cmd, User: user}, &body)
+	if err != nil {
+		return Result{Server: srv}, err
+	}
+	if !resp.HasSpam {
+		return Result{Server: srv}, fmt.Errorf("%w: %s: no Spam header in the %s reply", ErrProtocol, srv, cmd)
+	}
+	res := Result{Spam: resp.Spam, Score: resp.Score, Threshold: resp.Threshold, Server: srv}
+	switch cmd {
+	case CmdSymbols:
+		if res.Symbols, err = resp.Symbols(); err != nil {
+			return Result{Server: srv}, fmt.Errorf("%s: %w", srv, err)
+		}
+	case CmdReport:
+		res.Report = string(resp.Body)
+	}
+	return res, nil
+}
+
+// Class is what TELL teaches spamd.
+type Class string
+
+// The classes of `moat learn`.
+const (
+	Spam   Class = "spam"
+	Ham    Class = "ham"
+	Forget Class = "forget"
+)
+
+// ParseClass validates a class word. spamd itself accepts any Message-class, so the client checks it.
+func ParseClass(s string) (Class, error) {
+	switch c := Class(strings.ToLower(s)); c {
+	case Spam, Ham, Forget:
+		return c, nil
+	}
+	return "", fmt.Errorf("spamd: unknown learning class %q (want spam, ham or forget)", s)
+}
+
+// Tell teaches spamd's Bayes database (local) that the message is spam or ham, or makes it forget the
+// message. It reports whether spamd changed anything (false: it had learned this message as this class
+// already, or Bayes is off).
+func (c *Client) Tell(ctx context.Context, class Class, user string, body Body) (bool, error) {
+	req := Request{Command: CmdTell, User: user}
+	switch class {
+	case Spam, Ham:
+		req.MessageClass, req.Set = string(class), "local"
+	case Forget:
+		req.Remove = "local"
+	default:
+		return false, fmt.Errorf("spamd: unknown learning class %q", class)
+	}
+	resp, _, err := c.Do(ctx, req, &body)
+	if err != nil {
+		return false, err
+	}
+	if class == Forget {
+		return strings.Contains(resp.Headers["didremove"], "local"), nil
+	}
+	return strings.Contains(resp.Headers["didset"], "local"), nil
+}
+
+// Ping asks every server for PONG and returns the first error.
+func (c *Client) Ping(ctx context.Context) error {
+	for _, m := range c.servers {
+		resp, err := c.exchange(ctx, m.srv, Request{Command: CmdPing}, nil, false)
+		if err != nil {
+			return err
+		}
+		if resp.Message != "PONG" {
+			return fmt.Errorf("%w: %s: PING answered %q", ErrProtocol, m.srv, printable(resp.Message))
+		}
+	}
+	return nil
+}

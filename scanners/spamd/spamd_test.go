@@ -1,0 +1,232 @@
+package spamd
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/moatmail/moat/config"
+	"github.com/moatmail/moat/policy"
+	"github.com/moatmail/moat/scanners/spool"
+)
+
+// testCheck stands in for other checks in these unit tests (registered under the "test" name): with
+// mode = "whitelist" it white-lists every message at connect, with mode = "score" it scores 2 points.
+type testCheck struct {
+	Mode string `toml:"mode"`
+}
+
+func (testCheck) Name() string      { return "test" }
+func (testCheck) Kind() policy.Kind { return policy.KindAntispam }
+func (c testCheck) Connect(context.Context, *policy.Session) []policy.Finding {
+	if c.Mode == "whitelist" {
+		return []policy.Finding{{Status: "listed", Verdict: policy.Whitelist, Reason: "test-whitelist"}}
+	}
+	return []policy.Finding{{Status: "listed", Reason: "test-score", Score: 2, Scored: true, Tests: []string{"TEST_TWO"}}}
+}
+
+func init() {
+	policy.Register("test", func(sec *config.Section, _ *policy.Env) (policy.Check, error) {
+		var c testCheck
+		return c, sec.Decode(&c)
+	})
+}
+
+type session struct {
+	auth  bool
+	rcpts []string
+}
+
+func runEngine(t *testing.T, conf string, sess session, msg []byte) (policy.Outcome, *policy.Session) {
+	t.Helper()
+	f, err := config.Parse("t.toml", []byte(conf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := policy.Build(f, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Retire)
+	ctx := context.Background()
+	s := policy.NewSession()
+	s.ClientIP = netip.MustParseAddr("192.0.2.1")
+	s.Helo = "client.example"
+	if sess.auth {
+		s.Auth = policy.AuthInfo{Type: "PLAIN", Authen: "alice"}
+	}
+	e.Connect(ctx, s)
+	e.Helo(ctx, s)
+	if d := e.Mail(ctx, s, "a@example.org", ""); d.Action != policy.ActContinue {
+		t.Fatalf("mail: %+v", d)
+	}
+	if len(sess.rcpts) == 0 {
+		sess.rcpts = []string{"b@example.net"}
+	}
+	for _, r := range sess.rcpts {
+		if _, d := e.Rcpt(ctx, s, r, ""); d.Action != policy.ActContinue {
+			t.Fatalf("rcpt: %+v", d)
+		}
+	}
+	s.Headers = []policy.Header{{Name: "Subject", Value: " test"}, {Name: "X-Spam-Flag", Value: " NO"},
+		{Name: "X-Spam-Status", Value: " No, score=-100"}}
+	e.Headers(ctx, s)
+	sp := spool.New(t.TempDir(), 1<<20)
+	defer sp.Close()
+	sp.Write(msg)
+	e.WriteBody(s, msg)
+	return e.EOM(ctx, s, sp), s
+}
+
+func headers(out policy.Outcome, name string) []string {
+	var vs []string
+	for _, h := range out.AddHeaders {
+		if strings.EqualFold(h.Name, name) {
+			vs = append(vs, h.Value)
+		}
+	}
+	return vs
+}
+
+func TestCheckDecisions(t *testing.T) {
+	msg := []byte("Subject: test\r\nX-Spam-Flag: NO\r\nX-Spam-Status: No, score=-100\r\n\r\nbody\r\n")
+	ham := startFakeSpamd(t, symbolsReply(1.2, "MISSING_DATE,NO_RELAYS"))
+	middle := startFakeSpamd(t, symbolsReply(7.5, "BAYES_99,MISSING_DATE"))
+	gtube := startFakeSpamd(t, symbolsReply(1000, "GTUBE"))
+	broken := startFakeSpamd(t, func(fakeRequest) string { return "SPAMD/1.0 76 Bad header line: oops\r\n" })
+	silent := startFakeSpamd(t, nil, silentSpamd)
+
+	const policyTable = "[policy]\ntag_score = 5.0\nreject_score = 10.0\n"
+	tests := []struct {
+		name       string
+		server     *fakeSpamd
+		extra      string
+		pre        string // tables before [checks.spamd]
+		sess       session
+		wantAction policy.Action
+		wantReply  string
+		wantStatus []string // X-Spam-Status values added
+		wantFlag   bool
+		wantCalls  int
+	}{
+		{name: "ham", server: ham, wantAction: policy.ActAccept, wantCalls: 1,
+			wantStatus: []string{" No, score=1.2 required=5.0 tests=MISSING_DATE,NO_RELAYS"}},
+		{name: "between tag and reject", server: middle, wantAction: policy.ActAccept, wantFlag: true, wantCalls: 1,
+			wantStatus: []string{" Yes, score=7.5 required=5.0 tests=BAYES_99,MISSING_DATE"}},
+		{name: "gtube rejected", server: gtube, wantAction: policy.ActReject, wantCalls: 1,
+			wantReply: "550 5.7.1 Message considered spam (score 1000.0) (ref="},
+		{name: "failure fails open", server: broken, wantAction: policy.ActAccept, wantCalls: 1,
+			wantStatus: []string{" unscanned (spamd error)"}},
+		{name: "silent fails open", server: silent, extra: `timeout = "300ms"`, wantAction: policy.ActAccept,
+			wantStatus: []string{" unscanned (spamd timeout)"}},
+		{name: "failure fails closed", server: broken, extra: `on_failure = "tempfail"`, wantAction: policy.ActTempfail, wantCalls: 1,
+			wantReply: "451 4.7.1 Spam scan unavailable"},
+		{name: "failure with another score: one X-Spam-Status", server: broken, pre: "[checks.test]\nmode = \"score\"\n",
+			wantAction: policy.ActAccept, wantCalls: 1,
+			wantStatus: []string{" No, score=2.0 required=5.0 tests=TEST_TWO,SPAMD_UNSCANNED"}},
+		{name: "too large", server: ham, extra: `max_size = "10"`, wantAction: policy.ActAccept,
+			wantStatus: []string{" unscanned (too large)"}},
+		{name: "authenticated skipped", server: gtube, sess: session{auth: true}, wantAction: policy.ActAccept},
+		{name: "authenticated scanned when configured", server: gtube, extra: "skip_authenticated = false", sess: session{auth: true},
+			wantAction: policy.ActReject, wantCalls: 1},
+		{name: "white-listed skipped", server: gtube, pre: "[checks.test]\nmode = \"whitelist\"\n", wantAction: policy.ActAccept},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			before := len(tc.server.requests())
+			conf := fmt.Sprintf("%s%s[checks.spamd]\nservers = [%q]\n%s\n", policyTable, tc.pre, "tcp:"+tc.server.srv.Addr, tc.extra)
+			out, _ := runEngine(t, conf, tc.sess, msg)
+			if out.Action != tc.wantAction {
+				t.Fatalf("action = %v (%s/%s %s), want %v", out.Action, out.Check, out.Reason, out.Reply, tc.wantAction)
+			}
+			if calls := len(tc.server.requests()) - before; tc.server != silent && calls != tc.wantCalls {
+				t.Fatalf("spamd called %d times, want %d", calls, tc.wantCalls)
+			}
+			if tc.wantReply != "" && !strings.HasPrefix(out.Reply.String(), tc.wantReply) {
+				t.Fatalf("reply = %q, want prefix %q", out.Reply, tc.wantReply)
+			}
+			if out.Action != policy.ActAccept {
+				return
+			}
+			if got := headers(out, "X-Spam-Status"); strings.Join(got, "|") != strings.Join(tc.wantStatus, "|") {
+				t.Fatalf("X-Spam-Status = %q, want %q", got, tc.wantStatus)
+			}
+			if got := headers(out, "X-Spam-Flag"); (len(got) == 1 && got[0] == " YES") != tc.wantFlag || len(got) > 1 {
+				t.Fatalf("X-Spam-Flag = %q, want flag %v", got, tc.wantFlag)
+			}
+			removed := map[string]bool{}
+			for _, r := range out.RemoveHeaders {
+				removed[strings.ToLower(r.Name)] = true
+			}
+			if !removed["x-spam-flag"] || !removed["x-spam-status"] {
+				t.Fatalf("forged X-Spam headers not removed: %+v", out.RemoveHeaders)
+			}
+		})
+	}
+}
+
+func TestUserHeader(t *testing.T) {
+	f := startFakeSpamd(t, symbolsReply(0, "A"))
+	tests := []struct {
+		name  string
+		extra string
+		rcpts []string
+		want  string
+	}{
+		{"none", "", nil, ""},
+		{"fixed", `user = "filter"`, nil, "filter"},
+		{"per domain", "user_per_domain = true", []string{"x@example.net", "y@Example.NET"}, "example.net"},
+		{"mixed domains fall back", "user_per_domain = true\nuser = \"filter\"", []string{"x@example.net", "y@example.com"}, "filter"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			before := len(f.requests())
+			conf := fmt.Sprintf("[checks.spamd]\nservers = [%q]\n%s\n", "tcp:"+f.srv.Addr, tc.extra)
+			runEngine(t, conf, session{rcpts: tc.rcpts}, []byte("Subject: x\r\n\r\nb\r\n"))
+			reqs := f.requests()[before:]
+			if len(reqs) != 1 || reqs[0].Headers["User"] != tc.want {
+				t.Fatalf("requests %+v, want User %q", reqs, tc.want)
+			}
+		})
+	}
+}
+
+func TestSetupErrors(t *testing.T) {
+	tests := []struct{ conf, want string }{
+		{"[checks.spamd]\n", "t.toml:1: checks.spamd.servers: at least one spamd server"},
+		{"[checks.spamd]\nservers = [\"spamd\"]\n", "t.toml:2: checks.spamd.servers[0]"},
+		{"[checks.spamd]\nservers = [\"/s\"]\non_failure = \"reject\"\n", "t.toml:3: checks.spamd.on_failure"},
+		{"[checks.spamd]\nservers = [\"/s\"]\nuser = \"a b\"\n", "t.toml:3: checks.spamd.user"},
+		{"[checks.spamd]\nservers = [\"/s\"]\nmax_size = \"big\"\n", "t.toml:3: checks.spamd.max_size"},
+		{"[checks.spamd]\nservers = [\"/s\"]\nreject_score = 10\n", "t.toml:3: checks.spamd.reject_score: unknown key"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.want, func(t *testing.T) {
+			f, err := config.Parse("t.toml", []byte(tc.conf))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := policy.Build(f, nil); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Build error = %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// The example in example.toml must be a valid configuration.
+func TestExampleConfig(t *testing.T) {
+	f, err := config.Load("example.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := policy.Build(f, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Retire()
+	if got := strings.Join(e.Checks(), ","); got != Name || e.Settings.RejectScore != 15 {
+		t.Fatalf("checks = %q, reject_score %v", got, e.Settings.RejectScore)
+	}
+}
