@@ -53,7 +53,11 @@ func LogMessage(log *slog.Logger, s *Session, final Decision, score float64) {
 		}
 		checks = append(checks, c)
 		if f.Err != nil {
-			errs = append(errs, f.Check+": "+f.Err.Error())
+			msg := f.Err.Error()
+			if !strings.HasPrefix(msg, f.Check+":") {
+				msg = f.Check + ": " + msg
+			}
+			errs = append(errs, msg)
 			if f.Status == StatusTempError && f.Reason == "internal-error" {
 				level = slog.LevelError
 			}
