@@ -5,9 +5,9 @@
 //
 // A [Section] decodes into a struct whose fields carry `toml:"name"` tags. Decoding is strict: a key the struct
 // does not know is an error (a typo must not silently turn a check off). Supported field types are string,
-// bool, the integer and float kinds, [Duration] (written "90s", "5m", "35d"), any type implementing
-// encoding.TextUnmarshaler (netip.Prefix, netip.Addr, …) written as a string, slices, maps with string keys and
-// nested structs.
+// bool, the integer and float kinds, [Duration] (written "90s", "5m", "35d"), [Size] (written "500K", "25M"),
+// any type implementing encoding.TextUnmarshaler (netip.Prefix, netip.Addr, …) written as a string, slices,
+// maps with string keys and nested structs.
 package config
 
 import (

@@ -252,7 +252,7 @@ func (e *Engine) Mail(ctx context.Context, s *Session, raw, args string) Decisio
 	from, err := ParseAddress(raw)
 	s.MailArgs = args
 	if err != nil {
-		f := Rejectf(StatusPermError, "bad-sender-syntax", 553, "5.1.7", "<%s>: malformed sender address", sanitize(raw))
+		f := Rejectf(StatusPermError, "bad-sender-syntax", 553, "5.1.7", "<%s>: malformed sender address", ReplySafe(raw))
 		f.Err = err
 		return e.decideNow(StageMail, s, nil, f)
 	}
@@ -270,7 +270,7 @@ func (e *Engine) Rcpt(ctx context.Context, s *Session, raw, args string) (*Recip
 		if err == nil {
 			err = ErrBadAddress
 		}
-		f := Rejectf(StatusPermError, "bad-recipient-syntax", 553, "5.1.3", "<%s>: malformed recipient address", sanitize(raw))
+		f := Rejectf(StatusPermError, "bad-recipient-syntax", 553, "5.1.3", "<%s>: malformed recipient address", ReplySafe(raw))
 		f.Err = err
 		r.Decision = e.decideNow(StageRcpt, s, r, f)
 		return r, r.Decision
@@ -591,21 +591,4 @@ func validHeaderName(n string) bool {
 func contains(list []string, s string) bool {
 	i := sort.SearchStrings(list, s)
 	return i < len(list) && list[i] == s
-}
-
-// sanitize makes an address safe to quote in a reply: printable ASCII, bounded length.
-func sanitize(s string) string {
-	var b strings.Builder
-	for _, c := range s {
-		if b.Len() >= 256 {
-			b.WriteString("...")
-			break
-		}
-		if c < 0x20 || c >= 0x7f {
-			b.WriteByte('?')
-			continue
-		}
-		b.WriteRune(c)
-	}
-	return b.String()
 }

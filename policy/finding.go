@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -94,6 +95,24 @@ func (r Reply) String() string {
 		return fmt.Sprintf("%d %s", r.Code, r.Text)
 	}
 	return fmt.Sprintf("%d %s %s", r.Code, r.Enhanced, r.Text)
+}
+
+// ReplySafe makes text from the client (an address) safe to quote in a reply: printable ASCII, with '?' for
+// any other character, and at most 256 bytes followed by "..." when cut.
+func ReplySafe(s string) string {
+	var b strings.Builder
+	for _, c := range s {
+		if b.Len() >= 256 {
+			b.WriteString("...")
+			break
+		}
+		if c < 0x20 || c >= 0x7f {
+			b.WriteByte('?')
+			continue
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
 }
 
 // AuthResult is one method's entry in Authentication-Results (RFC 8601 section 2.2): method=result, an

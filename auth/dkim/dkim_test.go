@@ -18,14 +18,9 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/moatmail/moat/auth/resolver/dnstest"
-	"github.com/moatmail/moat/config"
 	"github.com/moatmail/moat/policy"
+	"github.com/moatmail/moat/policy/policytest"
 )
-
-type msg []byte
-
-func (m msg) Open() io.Reader { return bytes.NewReader(m) }
-func (m msg) Size() int64     { return int64(len(m)) }
 
 const plain = "From: Alice <alice@example.test>\r\n" +
 	"To: bob@dest.test\r\n" +
@@ -34,21 +29,6 @@ const plain = "From: Alice <alice@example.test>\r\n" +
 	"Message-ID: <1@example.test>\r\n" +
 	"\r\n" +
 	"Hello Bob,\r\n\r\nthis is a test.\r\n"
-
-// headersOf splits the header block as the milter hands it over: name and raw value (after the colon).
-func headersOf(m []byte) []policy.Header {
-	head, _, _ := bytes.Cut(m, []byte("\r\n\r\n"))
-	var out []policy.Header
-	for _, line := range strings.Split(string(head), "\r\n") {
-		if (strings.HasPrefix(line, " ") || strings.HasPrefix(line, "\t")) && len(out) > 0 {
-			out[len(out)-1].Value += "\r\n" + line
-			continue
-		}
-		name, val, _ := strings.Cut(line, ":")
-		out = append(out, policy.Header{Name: name, Value: val})
-	}
-	return out
-}
 
 // mustKey writes a new key of type kt to dir and publishes its record on srv.
 func mustKey(t *testing.T, srv *dnstest.Server, dir, domain, selector, kt string) string {
@@ -79,16 +59,25 @@ func mustKey(t *testing.T, srv *dnstest.Server, dir, domain, selector, kt string
 
 func engine(t *testing.T, srv *dnstest.Server, checks string) *policy.Engine {
 	t.Helper()
-	toml := fmt.Sprintf("[dns]\nservers = [%q]\ntimeout = \"300ms\"\nretries = 0\n[policy]\nauthserv_id = \"mx.test\"\n%s", srv.Addr, checks)
-	f, err := config.Parse("t.toml", []byte(toml))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := policy.Build(f, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return e
+	return policytest.Engine(t, srv.Table("300ms")+policytest.Policy+checks)
+}
+
+// signerEngine makes an RSA key (selector rsa1) and an Ed25519 key (selector ed1) for example.test in dir,
+// publishes them on srv, and returns an engine that signs with both.
+func signerEngine(t *testing.T, srv *dnstest.Server, dir string) *policy.Engine {
+	t.Helper()
+	rsaKey := mustKey(t, srv, dir, "example.test", "rsa1", "rsa")
+	edKey := mustKey(t, srv, dir, "example.test", "ed1", "ed25519")
+	return engine(t, srv, fmt.Sprintf(`[checks.dkimsign]
+[[checks.dkimsign.keys]]
+domain = "example.test"
+selector = "rsa1"
+key_file = %q
+[[checks.dkimsign.keys]]
+domain = "example.test"
+selector = "ed1"
+key_file = %q
+`, rsaKey, edKey))
 }
 
 // deliver runs one message through e and returns the outcome; chunk is the size of the body writes.
@@ -105,21 +94,12 @@ func deliver(t *testing.T, e *policy.Engine, m []byte, auth bool, chunk int) (po
 	e.Helo(ctx, s)
 	e.Mail(ctx, s, "alice@example.test", "")
 	e.Rcpt(ctx, s, "bob@dest.test", "")
-	s.Headers = headersOf(m)
+	s.Headers = policytest.Headers(m)
 	e.Headers(ctx, s)
 	for i := 0; i < len(m); i += chunk {
 		e.WriteBody(s, m[i:min(i+chunk, len(m))])
 	}
-	return e.EOM(ctx, s, msg(m)), s
-}
-
-func authResults(out policy.Outcome) string {
-	for _, h := range out.InsertHeaders {
-		if h.Name == "Authentication-Results" {
-			return h.Value
-		}
-	}
-	return ""
+	return e.EOM(ctx, s, policytest.Msg(m)), s
 }
 
 // signWithMoat runs m through a dkimsign engine and returns the message with the signature on top.
@@ -148,25 +128,14 @@ func signWithMoat(t *testing.T, e *policy.Engine, m []byte) []byte {
 func TestSignAndVerify(t *testing.T) {
 	srv := dnstest.Start(t)
 	dir := t.TempDir()
-	rsaKey := mustKey(t, srv, dir, "example.test", "rsa1", "rsa")
-	edKey := mustKey(t, srv, dir, "example.test", "ed1", "ed25519")
-	signer := engine(t, srv, fmt.Sprintf(`[checks.dkimsign]
-[[checks.dkimsign.keys]]
-domain = "example.test"
-selector = "rsa1"
-key_file = %q
-[[checks.dkimsign.keys]]
-domain = "example.test"
-selector = "ed1"
-key_file = %q
-`, rsaKey, edKey))
+	signer := signerEngine(t, srv, dir)
 	verifier := engine(t, srv, "[checks.dkim]\n")
 
 	signed := signWithMoat(t, signer, []byte(plain))
 	for _, chunk := range []int{1, 7, 65536} {
 		t.Run(fmt.Sprintf("chunks of %d", chunk), func(t *testing.T) {
 			out, s := deliver(t, verifier, signed, false, chunk)
-			ar := authResults(out)
+			ar := policytest.AuthResults(out)
 			for _, want := range []string{"dkim=pass header.d=example.test header.s=rsa1 header.b=",
 				"dkim=pass header.d=example.test header.s=ed1 header.b="} {
 				if !strings.Contains(ar, want) {
@@ -181,7 +150,7 @@ key_file = %q
 	t.Run("tampered body fails", func(t *testing.T) {
 		bad := bytes.Replace(signed, []byte("this is a test"), []byte("this is a trap"), 1)
 		out, s := deliver(t, verifier, bad, false, 512)
-		ar := authResults(out)
+		ar := policytest.AuthResults(out)
 		if !strings.Contains(ar, "dkim=fail") || strings.Contains(ar, "dkim=pass") {
 			t.Errorf("Authentication-Results %q, want dkim=fail only", ar)
 		}
@@ -195,7 +164,7 @@ key_file = %q
 	t.Run("relaxed canonicalization survives rewrapping", func(t *testing.T) {
 		re := bytes.Replace(signed, []byte("Subject: hello"), []byte("Subject:   hello "), 1)
 		out, _ := deliver(t, verifier, re, false, 512)
-		if ar := authResults(out); !strings.Contains(ar, "dkim=pass") {
+		if ar := policytest.AuthResults(out); !strings.Contains(ar, "dkim=pass") {
 			t.Errorf("Authentication-Results %q, want pass", ar)
 		}
 	})
@@ -219,7 +188,7 @@ func TestVerifyResults(t *testing.T) {
 	t.Run("no signature", func(t *testing.T) {
 		e := engine(t, srv, "[checks.dkim]\n")
 		out, _ := deliver(t, e, []byte(plain), false, 100)
-		if ar := authResults(out); !strings.Contains(ar, "dkim=none") {
+		if ar := policytest.AuthResults(out); !strings.Contains(ar, "dkim=none") {
 			t.Errorf("Authentication-Results %q, want dkim=none", ar)
 		}
 	})
@@ -228,7 +197,7 @@ func TestVerifyResults(t *testing.T) {
 		srv2.Set("k._domainkey.example.test", dnstest.Timeout)
 		e := engine(t, srv2, "[checks.dkim]\n")
 		out, _ := deliver(t, e, signed, false, 100)
-		if ar := authResults(out); !strings.Contains(ar, "dkim=temperror") {
+		if ar := policytest.AuthResults(out); !strings.Contains(ar, "dkim=temperror") {
 			t.Errorf("Authentication-Results %q, want dkim=temperror", ar)
 		}
 		if out.Action != policy.ActAccept {
@@ -239,7 +208,7 @@ func TestVerifyResults(t *testing.T) {
 		srv3 := dnstest.Start(t, `k._domainkey.example.test. TXT "v=DKIM1; k=ed25519; p="`)
 		e := engine(t, srv3, "[checks.dkim]\nfail = \"score:3\"\n")
 		out, _ := deliver(t, e, signed, false, 100)
-		if ar := authResults(out); !strings.Contains(ar, "dkim=permerror") {
+		if ar := policytest.AuthResults(out); !strings.Contains(ar, "dkim=permerror") {
 			t.Errorf("Authentication-Results %q, want dkim=permerror", ar)
 		}
 		if out.Score != 3 {
@@ -256,7 +225,7 @@ func TestVerifyResults(t *testing.T) {
 		many.WriteString(plain)
 		e := engine(t, srv, "[checks.dkim]\nmax_signatures = 3\n")
 		out, _ := deliver(t, e, many.Bytes(), false, 1000)
-		if n := strings.Count(authResults(out), "dkim=pass"); n != 3 {
+		if n := strings.Count(policytest.AuthResults(out), "dkim=pass"); n != 3 {
 			t.Errorf("%d results, want 3 (max_signatures)", n)
 		}
 	})
@@ -266,12 +235,7 @@ func TestVerifyResults(t *testing.T) {
 func TestWriteNeverBlocks(t *testing.T) {
 	srv := dnstest.Start(t)
 	srv.Set("slow._domainkey.example.test", dnstest.Timeout)
-	toml := fmt.Sprintf("[dns]\nservers = [%q]\ntimeout = \"30s\"\nretries = 0\n[policy]\nauthserv_id = \"mx.test\"\n[checks.dkim]\n", srv.Addr)
-	f, _ := config.Parse("t.toml", []byte(toml))
-	e, err := policy.Build(f, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := policytest.Engine(t, srv.Table("30s")+policytest.Policy+"[checks.dkim]\n")
 	m := "DKIM-Signature: v=1; a=rsa-sha256; d=example.test; s=slow; c=relaxed/relaxed; h=from; bh=x; b=y\r\n" + plain +
 		strings.Repeat("a long body line that goes on and on\r\n", 50000)
 	s := policy.NewSession()
@@ -280,7 +244,7 @@ func TestWriteNeverBlocks(t *testing.T) {
 	e.Connect(ctx, s)
 	e.Mail(ctx, s, "a@example.test", "")
 	e.Rcpt(ctx, s, "b@dest.test", "")
-	s.Headers = headersOf([]byte(m))
+	s.Headers = policytest.Headers([]byte(m))
 	e.Headers(ctx, s)
 	done := make(chan struct{})
 	go func() {
@@ -300,8 +264,8 @@ func TestWriteNeverBlocks(t *testing.T) {
 	// The end of message is bounded by its context, not by the DNS.
 	ectx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 	defer cancel()
-	out := e.EOM(ectx, s, msg(m))
-	if ar := authResults(out); !strings.Contains(ar, "dkim=temperror") {
+	out := e.EOM(ectx, s, policytest.Msg(m))
+	if ar := policytest.AuthResults(out); !strings.Contains(ar, "dkim=temperror") {
 		t.Errorf("Authentication-Results %q, want dkim=temperror", ar)
 	}
 	if n := srv.Count("slow._domainkey.example.test", dns.TypeTXT); n != 1 {

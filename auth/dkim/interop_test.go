@@ -5,74 +5,27 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/moatmail/moat/auth/resolver/dnstest"
+	"github.com/moatmail/moat/policy/policytest"
 	"github.com/moatmail/moat/test/stack"
 )
-
-// mailDKIMVerify is a Perl script verifying stdin with Mail::DKIM (the library behind SpamAssassin's DKIM
-// plugin), with its key lookups sent to the test DNS server given as HOST PORT.
-const mailDKIMVerify = `
-use strict;
-use Mail::DKIM::Verifier;
-use Net::DNS;
-my ($host, $port) = @ARGV;
-Mail::DKIM::DNS::resolver(Net::DNS::Resolver->new(nameservers => [$host], port => $port, recurse => 1, udp_timeout => 5));
-my $dkim = Mail::DKIM::Verifier->new();
-binmode STDIN;
-while (<STDIN>) { s/\015?\012/\015\012/; $dkim->PRINT($_); }
-$dkim->CLOSE;
-foreach my $sig ($dkim->signatures) {
-    printf "%s d=%s s=%s a=%s %s\n", $sig->result, $sig->domain, $sig->selector, $sig->algorithm, ($sig->result_detail // "");
-}
-`
-
-func needPerlDKIM(t *testing.T) {
-	t.Helper()
-	stack.Need(t, "perl")
-	if err := exec.Command("perl", "-MMail::DKIM::Verifier", "-MNet::DNS", "-e1").Run(); err != nil {
-		if stack.InCI() {
-			t.Fatalf("Perl Mail::DKIM or Net::DNS missing (CI=true): %v", err)
-		}
-		t.Skipf("Perl Mail::DKIM or Net::DNS missing: %v", err)
-	}
-}
 
 // TestMoatSignatureVerifiesWithMailDKIM signs with moat (RSA-2048 and Ed25519) and verifies with an
 // independent implementation, Perl's Mail::DKIM as used by SpamAssassin.
 func TestMoatSignatureVerifiesWithMailDKIM(t *testing.T) {
-	needPerlDKIM(t)
+	stack.NeedMailDKIM(t)
 	srv := dnstest.Start(t)
 	dir := t.TempDir()
-	rsaKey := mustKey(t, srv, dir, "example.test", "rsa1", "rsa")
-	edKey := mustKey(t, srv, dir, "example.test", "ed1", "ed25519")
-	e := engine(t, srv, fmt.Sprintf(`[checks.dkimsign]
-[[checks.dkimsign.keys]]
-domain = "example.test"
-selector = "rsa1"
-key_file = %q
-[[checks.dkimsign.keys]]
-domain = "example.test"
-selector = "ed1"
-key_file = %q
-`, rsaKey, edKey))
+	e := signerEngine(t, srv, dir)
 	m := plain + "A second paragraph with trailing spaces   \r\n\r\n\r\n"
 	signed := signWithMoat(t, e, []byte(m))
-	script := filepath.Join(dir, "verify.pl")
-	if err := os.WriteFile(script, []byte(mailDKIMVerify), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	host, port, _ := strings.Cut(srv.Addr, ":")
-	cmd := exec.Command("perl", script, host, port)
-	cmd.Stdin = bytes.NewReader(signed)
-	out, err := cmd.CombinedOutput()
+	got, err := stack.MailDKIMVerify(t, srv.Addr, signed)
 	if err != nil {
-		t.Fatalf("perl: %v\n%s", err, out)
+		t.Fatalf("perl: %v\n%s", err, got)
 	}
-	got := string(out)
 	t.Logf("Mail::DKIM says:\n%s", got)
 	if !strings.Contains(got, "pass d=example.test s=rsa1 a=rsa-sha256") {
 		t.Errorf("Mail::DKIM did not pass the RSA signature")
@@ -87,10 +40,8 @@ key_file = %q
 		t.Errorf("Mail::DKIM rejected the Ed25519 signature")
 	}
 	// Tampered: Mail::DKIM must fail it, proving the check above can fail.
-	cmd = exec.Command("perl", script, host, port)
-	cmd.Stdin = bytes.NewReader(bytes.Replace(signed, []byte("Bob"), []byte("Rob"), 1))
-	out, _ = cmd.CombinedOutput()
-	if strings.Contains(string(out), "pass d=example.test s=rsa1") {
+	out, _ := stack.MailDKIMVerify(t, srv.Addr, bytes.Replace(signed, []byte("Bob"), []byte("Rob"), 1))
+	if strings.Contains(out, "pass d=example.test s=rsa1") {
 		t.Errorf("Mail::DKIM passed a tampered message:\n%s", out)
 	}
 }
@@ -125,7 +76,7 @@ func TestOpenDKIMSignatureVerifiedByMoat(t *testing.T) {
 	}
 	e := engine(t, srv, "[checks.dkim]\n")
 	out, s := deliver(t, e, signed, false, 33)
-	ar := authResults(out)
+	ar := policytest.AuthResults(out)
 	if !strings.Contains(ar, "dkim=permerror") || !strings.Contains(ar, "sha1") || !strings.Contains(ar, "header.s=od") {
 		t.Errorf("Authentication-Results %q, want permerror for rsa-sha1 (RFC 8301)", ar)
 	}
@@ -136,7 +87,7 @@ func TestOpenDKIMSignatureVerifiedByMoat(t *testing.T) {
 	signer := engine(t, srv, fmt.Sprintf("[checks.dkimsign]\n[[checks.dkimsign.keys]]\ndomain = \"example.test\"\nselector = \"od\"\nkey_file = %q\n", key))
 	resigned := signWithMoat(t, signer, []byte(plain))
 	out, _ = deliver(t, e, resigned, false, 33)
-	if ar := authResults(out); !strings.Contains(ar, "dkim=pass header.d=example.test header.s=od") {
+	if ar := policytest.AuthResults(out); !strings.Contains(ar, "dkim=pass header.d=example.test header.s=od") {
 		t.Errorf("Authentication-Results %q, want pass", ar)
 	}
 }

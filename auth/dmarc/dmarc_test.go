@@ -1,36 +1,19 @@
 package dmarc
 
 import (
-	"bytes"
 	"context"
-	"fmt"
-	"io"
 	"net/netip"
 	"strings"
 	"testing"
 
 	"github.com/moatmail/moat/auth/resolver/dnstest"
-	"github.com/moatmail/moat/config"
 	"github.com/moatmail/moat/policy"
+	"github.com/moatmail/moat/policy/policytest"
 )
-
-type msg []byte
-
-func (m msg) Open() io.Reader { return bytes.NewReader(m) }
-func (m msg) Size() int64     { return int64(len(m)) }
 
 func engine(t *testing.T, srv *dnstest.Server, checkToml string) *policy.Engine {
 	t.Helper()
-	toml := fmt.Sprintf("[dns]\nservers = [%q]\ntimeout = \"150ms\"\nretries = 0\n[policy]\nauthserv_id = \"mx.test\"\n[checks.dmarc]\n%s", srv.Addr, checkToml)
-	f, err := config.Parse("t.toml", []byte(toml))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := policy.Build(f, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return e
+	return policytest.Engine(t, srv.Table("150ms")+policytest.Policy+"[checks.dmarc]\n"+checkToml)
 }
 
 type input struct {
@@ -61,7 +44,7 @@ func evaluate(t *testing.T, e *policy.Engine, in input) (policy.Outcome, *policy
 		s.Headers = append(s.Headers, policy.Header{Name: "From", Value: " " + f})
 	}
 	e.Headers(ctx, s)
-	return e.EOM(ctx, s, msg("From: x\r\n\r\nbody\r\n")), s
+	return e.EOM(ctx, s, policytest.Msg("From: x\r\n\r\nbody\r\n")), s
 }
 
 func TestDMARC(t *testing.T) {
@@ -121,12 +104,7 @@ func TestDMARC(t *testing.T) {
 				t.Errorf("reply %q, want %q", out.Reply, tc.reply)
 			}
 			if out.Action == policy.ActAccept && tc.result != "" {
-				ar := ""
-				for _, h := range out.InsertHeaders {
-					if h.Name == "Authentication-Results" {
-						ar = h.Value
-					}
-				}
+				ar := policytest.AuthResults(out)
 				if !strings.Contains(ar, "dmarc="+tc.result+" header.from=") {
 					t.Errorf("Authentication-Results %q lacks dmarc=%s", ar, tc.result)
 				}

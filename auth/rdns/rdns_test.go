@@ -1,36 +1,19 @@
 package rdns
 
 import (
-	"bytes"
 	"context"
-	"fmt"
-	"io"
 	"net/netip"
 	"strings"
 	"testing"
 
 	"github.com/moatmail/moat/auth/resolver/dnstest"
-	"github.com/moatmail/moat/config"
 	"github.com/moatmail/moat/policy"
+	"github.com/moatmail/moat/policy/policytest"
 )
-
-type msg []byte
-
-func (m msg) Open() io.Reader { return bytes.NewReader(m) }
-func (m msg) Size() int64     { return int64(len(m)) }
 
 func engine(t *testing.T, srv *dnstest.Server, checkToml string) *policy.Engine {
 	t.Helper()
-	toml := fmt.Sprintf("[dns]\nservers = [%q]\ntimeout = \"200ms\"\nretries = 0\n[policy]\nauthserv_id = \"mx.test\"\n[checks.rdns]\n%s", srv.Addr, checkToml)
-	f, err := config.Parse("t.toml", []byte(toml))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := policy.Build(f, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return e
+	return policytest.Engine(t, srv.Table("200ms")+policytest.Policy+"[checks.rdns]\n"+checkToml)
 }
 
 func TestRDNS(t *testing.T) {
@@ -122,19 +105,14 @@ our_addresses = ["203.0.113.25"]
 			_ = s.Headers
 			s.Headers = []policy.Header{{Name: "From", Value: " a@sender.test"}}
 			e.Headers(ctx, s)
-			out := e.EOM(ctx, s, msg("From: a@sender.test\r\n\r\nhi\r\n"))
+			out := e.EOM(ctx, s, policytest.Msg("From: a@sender.test\r\n\r\nhi\r\n"))
 			if out.Score != tc.score {
 				t.Errorf("score %g, want %g", out.Score, tc.score)
 			}
 			if tc.iprev == "" {
 				return
 			}
-			var ar string
-			for _, h := range out.InsertHeaders {
-				if h.Name == "Authentication-Results" {
-					ar = h.Value
-				}
-			}
+			ar := policytest.AuthResults(out)
 			if !strings.Contains(ar, tc.iprev) {
 				t.Errorf("Authentication-Results %q, want %q", ar, tc.iprev)
 			}
@@ -171,16 +149,11 @@ func TestDynamic(t *testing.T) {
 func TestSetupErrors(t *testing.T) {
 	srv := dnstest.Start(t)
 	for _, tc := range []struct{ toml, want string }{
-		{"no_ptr = \"bounce\"\n", "t.toml:8: checks.rdns.no_ptr: unknown action"},
+		{"no_ptr = \"bounce\"\n", "moat.toml:8: checks.rdns.no_ptr: unknown action"},
 		{"our_addresses = [\"mx\"]\n", "checks.rdns.our_addresses[0]"},
 		{"helo_ours = \"reject:3\"\n", "only score takes a number"},
 	} {
-		toml := fmt.Sprintf("[dns]\nservers = [%q]\ntimeout = \"200ms\"\nretries = 0\n[policy]\nauthserv_id = \"mx.test\"\n[checks.rdns]\n%s", srv.Addr, tc.toml)
-		f, err := config.Parse("t.toml", []byte(toml))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := policy.Build(f, nil); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if err := policytest.BuildError(t, srv.Table("200ms")+policytest.Policy+"[checks.rdns]\n"+tc.toml); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: err = %v, want %q", tc.toml, err, tc.want)
 		}
 	}

@@ -1,36 +1,20 @@
 package spf
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net/netip"
 	"strings"
 	"testing"
 
 	"github.com/moatmail/moat/auth/resolver/dnstest"
-	"github.com/moatmail/moat/config"
 	"github.com/moatmail/moat/policy"
+	"github.com/moatmail/moat/policy/policytest"
 )
-
-type msg []byte
-
-func (m msg) Open() io.Reader { return bytes.NewReader(m) }
-func (m msg) Size() int64     { return int64(len(m)) }
 
 func engine(t *testing.T, srv *dnstest.Server, checkToml string) *policy.Engine {
 	t.Helper()
-	toml := fmt.Sprintf("[dns]\nservers = [%q]\ntimeout = \"150ms\"\nretries = 0\n[policy]\nauthserv_id = \"mx.test\"\n[checks.spf]\n%s", srv.Addr, checkToml)
-	f, err := config.Parse("t.toml", []byte(toml))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := policy.Build(f, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return e
+	return policytest.Engine(t, srv.Table("150ms")+policytest.Policy+"[checks.spf]\n"+checkToml)
 }
 
 func TestSPF(t *testing.T) {
@@ -110,16 +94,11 @@ func TestSPF(t *testing.T) {
 			}
 			s.Headers = []policy.Header{{Name: "From", Value: " " + tc.from}}
 			e.Headers(ctx, s)
-			out := e.EOM(ctx, s, msg("From: x@y\r\n\r\nhi\r\n"))
+			out := e.EOM(ctx, s, policytest.Msg("From: x@y\r\n\r\nhi\r\n"))
 			if out.Score != tc.score {
 				t.Errorf("score %g, want %g", out.Score, tc.score)
 			}
-			var ar string
-			for _, h := range out.InsertHeaders {
-				if h.Name == "Authentication-Results" {
-					ar = h.Value
-				}
-			}
+			ar := policytest.AuthResults(out)
 			if tc.ar != "" && !strings.Contains(ar, tc.ar) {
 				t.Errorf("Authentication-Results %q, want %q", ar, tc.ar)
 			}
@@ -132,12 +111,8 @@ func TestSPF(t *testing.T) {
 
 func TestSetupErrors(t *testing.T) {
 	srv := dnstest.Start(t)
-	toml := fmt.Sprintf("[dns]\nservers = [%q]\n[policy]\nauthserv_id = \"mx.test\"\n[checks.spf]\nfail = \"drop\"\n", srv.Addr)
-	f, err := config.Parse("t.toml", []byte(toml))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := policy.Build(f, nil); err == nil || !strings.Contains(err.Error(), "t.toml:6: checks.spf.fail: unknown action") {
+	toml := fmt.Sprintf("[dns]\nservers = [%q]\n", srv.Addr) + policytest.Policy + "[checks.spf]\nfail = \"drop\"\n"
+	if err := policytest.BuildError(t, toml); err == nil || !strings.Contains(err.Error(), "moat.toml:6: checks.spf.fail: unknown action") {
 		t.Fatalf("err = %v", err)
 	}
 }

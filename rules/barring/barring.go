@@ -143,24 +143,7 @@ func decide(l *List, a policy.Address, text, reason string) []policy.Finding {
 	case !barred:
 		return []policy.Finding{{Status: policy.StatusPass, Reason: "excluded", Detail: "excluded by " + rule.String()}}
 	}
-	f := policy.Rejectf("barred", reason, 550, "5.7.1", "%s", strings.ReplaceAll(text, "{addr}", replySafe(subject)))
+	f := policy.Rejectf("barred", reason, 550, "5.7.1", "%s", strings.ReplaceAll(text, "{addr}", policy.ReplySafe(subject)))
 	f.Detail = "barred by " + rule.String()
 	return []policy.Finding{f}
-}
-
-// replySafe makes an address safe to quote in an SMTP reply: printable ASCII, bounded length.
-func replySafe(s string) string {
-	var b strings.Builder
-	for _, c := range s {
-		if b.Len() >= 256 {
-			b.WriteString("...")
-			break
-		}
-		if c < 0x20 || c >= 0x7f {
-			b.WriteByte('?')
-			continue
-		}
-		b.WriteRune(c)
-	}
-	return b.String()
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/moatmail/moat/config"
 	"github.com/moatmail/moat/policy"
+	"github.com/moatmail/moat/policy/policytest"
 	"github.com/moatmail/moat/rules/barring"
 )
 
@@ -74,31 +75,13 @@ func TestParseListNamesFileAndLine(t *testing.T) {
 	}
 }
 
-const baseConfig = `
-[policy]
-authserv_id = "mx.test"
-`
-
-func build(t *testing.T, toml string) *policy.Engine {
-	t.Helper()
-	f, err := config.Parse("moat.toml", []byte(baseConfig+toml))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := policy.Build(f, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return e
-}
-
 func TestEngine(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "senders")
 	if err := os.WriteFile(file, []byte("# barred senders\n*@netcom.com\n*@hotmail.com\n~friend@hotmail.com\n~boss@netcom.com\n%%%%*\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	e := build(t, `
+	e := policytest.Engine(t, policytest.Policy+`
 [checks.barring]
 senders_file = "`+file+`"
 recipients = ["*!*", '"*@*"@*', '"*@*"', "*@*%%%%*", "old-user@example.com"]
@@ -176,9 +159,9 @@ func TestSetupErrors(t *testing.T) {
 		{"bad line in file", `[checks.barring]
 senders_file = "` + bad + `"`, bad + ":4:"},
 		{"bad inline", `[checks.barring]
-recipients = ["ok@x", "~"]`, "moat.toml:5:"},
+recipients = ["ok@x", "~"]`, "moat.toml:4:"},
 		{"unknown key", `[checks.barring]
-sender = ["x"]`, "moat.toml:5: checks.barring.sender: unknown key"},
+sender = ["x"]`, "moat.toml:4: checks.barring.sender: unknown key"},
 		{"missing file", `[checks.barring]
 senders_file = "/nonexistent/barred"`, "checks.barring.senders_file"},
 		{"empty", `[checks.barring]
@@ -189,12 +172,7 @@ sender_text = "a\nb"`, "checks.barring.sender_text"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f, err := config.Parse("moat.toml", []byte(baseConfig+tt.toml))
-			if err != nil {
-				t.Fatal(err)
-			}
-			_, err = policy.Build(f, nil)
-			if err == nil || !strings.Contains(err.Error(), tt.want) {
+			if err := policytest.BuildError(t, policytest.Policy+tt.toml); err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("Build error = %v, want one containing %q", err, tt.want)
 			}
 		})

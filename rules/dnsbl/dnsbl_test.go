@@ -11,18 +11,14 @@ import (
 	"time"
 
 	"github.com/moatmail/moat/auth/resolver/dnstest"
-	"github.com/moatmail/moat/config"
 	"github.com/moatmail/moat/policy"
+	"github.com/moatmail/moat/policy/policytest"
 	"github.com/moatmail/moat/rules/dnsbl"
 )
 
 func engine(t *testing.T, srv *dnstest.Server, checkToml string, logs *bytes.Buffer) *policy.Engine {
 	t.Helper()
-	toml := fmt.Sprintf("[dns]\nservers = [%q]\ntimeout = \"200ms\"\nretries = 0\n[policy]\nauthserv_id = \"mx.test\"\nstage_timeout = \"2s\"\n%s", srv.Addr, checkToml)
-	f, err := config.Parse("t.toml", []byte(toml))
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := policytest.Parse(t, srv.Table("200ms")+policytest.Policy+"stage_timeout = \"2s\"\n"+checkToml)
 	var lg *slog.Logger
 	if logs != nil {
 		lg = slog.New(slog.NewTextHandler(logs, nil))
@@ -178,19 +174,14 @@ func TestSetupErrors(t *testing.T) {
 	srv := dnstest.Start(t)
 	tests := []struct{ name, toml, want string }{
 		{"no lists", "[checks.dnsbl]\nthreshold = 2\n", "checks.dnsbl.lists: no lists"},
-		{"bad filter", "[checks.dnsbl]\n[[checks.dnsbl.lists]]\nzone = \"z.test=127.0.0.[9..2]\"\n", "t.toml:10: checks.dnsbl.lists[0].zone: range"},
+		{"bad filter", "[checks.dnsbl]\n[[checks.dnsbl.lists]]\nzone = \"z.test=127.0.0.[9..2]\"\n", "moat.toml:10: checks.dnsbl.lists[0].zone: range"},
 		{"bad type", "[checks.dnsbl]\n[[checks.dnsbl.lists]]\nzone = \"z.test\"\ntype = \"mx\"\n", "checks.dnsbl.lists[0].type"},
 		{"two weights", "[checks.dnsbl]\n[[checks.dnsbl.lists]]\nzone = \"z.test*2\"\nweight = 3\n", "already has a weight"},
 		{"unknown key", "[checks.dnsbl]\nthreshhold = 3\n", "unknown key"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			toml := fmt.Sprintf("[dns]\nservers = [%q]\ntimeout = \"200ms\"\nretries = 0\n[policy]\nauthserv_id = \"mx.test\"\nstage_timeout = \"2s\"\n%s", srv.Addr, tc.toml)
-			f, err := config.Parse("t.toml", []byte(toml))
-			if err != nil {
-				t.Fatal(err)
-			}
-			_, err = policy.Build(f, nil)
+			err := policytest.BuildError(t, srv.Table("200ms")+policytest.Policy+"stage_timeout = \"2s\"\n"+tc.toml)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v, want %q", err, tc.want)
 			}

@@ -176,7 +176,7 @@ func (c *Check) Rcpt(_ context.Context, _ *policy.Session, r *policy.Recipient) 
 	if ok {
 		return []policy.Finding{{Status: policy.StatusPass, Reason: "recipient-known", Detail: why}}
 	}
-	shown := replySafe(strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(a.Raw), "<"), ">"))
+	shown := policy.ReplySafe(strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(a.Raw), "<"), ">"))
 	f := policy.Rejectf(policy.StatusFail, ReasonUnknown, 550, "5.1.1", "<%s>: recipient unknown", shown)
 	f.Detail = why
 	return []policy.Finding{f}
@@ -206,21 +206,4 @@ func (c *Check) Known(local, domain string) (bool, string) {
 		return true, domain + " is a catch-all domain"
 	}
 	return false, keys[0] + " is not listed"
-}
-
-// replySafe makes an address safe to quote in an SMTP reply: printable ASCII, bounded length.
-func replySafe(s string) string {
-	var b strings.Builder
-	for _, c := range s {
-		if b.Len() >= 256 {
-			b.WriteString("...")
-			break
-		}
-		if c < 0x20 || c >= 0x7f {
-			b.WriteByte('?')
-			continue
-		}
-		b.WriteRune(c)
-	}
-	return b.String()
 }

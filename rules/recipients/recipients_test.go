@@ -7,28 +7,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/moatmail/moat/config"
 	"github.com/moatmail/moat/policy"
+	"github.com/moatmail/moat/policy/policytest"
 	_ "github.com/moatmail/moat/rules/recipients"
 )
-
-const baseConfig = `
-[policy]
-authserv_id = "mx.test"
-`
-
-func build(t *testing.T, toml string) *policy.Engine {
-	t.Helper()
-	f, err := config.Parse("moat.toml", []byte(baseConfig+toml))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := policy.Build(f, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return e
-}
 
 func rcpt(t *testing.T, e *policy.Engine, to string) (policy.Decision, *policy.Session, *policy.Recipient) {
 	t.Helper()
@@ -83,7 +65,7 @@ Bob.Smith@Example.COM
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := build(t, "[checks.recipients]\naddresses_file = \""+file+"\"\n"+tt.config)
+			e := policytest.Engine(t, policytest.Policy+"[checks.recipients]\naddresses_file = \""+file+"\"\n"+tt.config)
 			d, _, _ := rcpt(t, e, tt.to)
 			if got := d.Action == policy.ActContinue; got != tt.ok {
 				t.Fatalf("accepted = %v, want %v (%+v)", got, tt.ok, d)
@@ -101,14 +83,14 @@ Bob.Smith@Example.COM
 func TestReloadReadsTheFileAgain(t *testing.T) {
 	file := writeList(t, "alice@example.com\n")
 	toml := "[checks.recipients]\naddresses_file = \"" + file + "\"\n"
-	if d, _, _ := rcpt(t, build(t, toml), "carol@example.com"); d.Action != policy.ActReject {
+	if d, _, _ := rcpt(t, policytest.Engine(t, policytest.Policy+toml), "carol@example.com"); d.Action != policy.ActReject {
 		t.Fatalf("carol before the change: %+v", d)
 	}
 	if err := os.WriteFile(file, []byte("alice@example.com\ncarol@example.com\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	// A reload (SIGHUP) builds a new engine from the configuration.
-	if d, _, _ := rcpt(t, build(t, toml), "carol@example.com"); d.Action != policy.ActContinue {
+	if d, _, _ := rcpt(t, policytest.Engine(t, policytest.Policy+toml), "carol@example.com"); d.Action != policy.ActContinue {
 		t.Fatalf("carol after the change: %+v", d)
 	}
 }
@@ -126,11 +108,7 @@ local_domains = ["bad domain"]`, "checks.recipients.local_domains"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f, err := config.Parse("moat.toml", []byte(baseConfig+"[checks.recipients]\n"+tt.toml+"\n"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := policy.Build(f, nil); err == nil || !strings.Contains(err.Error(), tt.want) {
+			if err := policytest.BuildError(t, policytest.Policy+"[checks.recipients]\n"+tt.toml+"\n"); err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("Build error = %v, want one containing %q", err, tt.want)
 			}
 		})

@@ -160,7 +160,7 @@ func (c *Check) Rcpt(_ context.Context, s *policy.Session, r *policy.Recipient) 
 	if v.Allowed {
 		return []policy.Finding{{Status: policy.StatusPass, Reason: v.Reason, Detail: v.Detail}}
 	}
-	shown := replySafe(strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(r.Addr.Raw), "<"), ">"))
+	shown := policy.ReplySafe(strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(r.Addr.Raw), "<"), ">"))
 	var f policy.Finding
 	if v.Reason == ReasonPercentHack {
 		f = policy.Rejectf("fail", v.Reason, 550, "5.7.1", "%s", PercentHackText)
@@ -268,21 +268,4 @@ func clientString(ip netip.Addr) string {
 		return "local submission"
 	}
 	return ip.String()
-}
-
-// replySafe makes an address safe to quote in an SMTP reply: printable ASCII, bounded length.
-func replySafe(s string) string {
-	var b strings.Builder
-	for _, c := range s {
-		if b.Len() >= 256 {
-			b.WriteString("...")
-			break
-		}
-		if c < 0x20 || c >= 0x7f {
-			b.WriteByte('?')
-			continue
-		}
-		b.WriteRune(c)
-	}
-	return b.String()
 }

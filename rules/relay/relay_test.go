@@ -8,29 +8,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/moatmail/moat/config"
 	"github.com/moatmail/moat/policy"
+	"github.com/moatmail/moat/policy/policytest"
 	"github.com/moatmail/moat/rules/relay"
 	"github.com/moatmail/moat/rules/relay/relaytest"
 )
-
-const baseConfig = `
-[policy]
-authserv_id = "mx.test"
-`
-
-func build(t *testing.T, toml string) *policy.Engine {
-	t.Helper()
-	f, err := config.Parse("moat.toml", []byte(baseConfig+toml))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := policy.Build(f, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return e
-}
 
 const relayConfig = `
 [checks.relay]
@@ -70,7 +52,7 @@ func run(t *testing.T, e *policy.Engine, env envelope) policy.Decision {
 }
 
 func TestBatteryNothingRelayed(t *testing.T) {
-	e := build(t, relayConfig)
+	e := policytest.Engine(t, policytest.Policy+relayConfig)
 	battery := relaytest.Battery("moat.test", "192.0.2.99")
 	if len(battery) < 40 {
 		t.Fatalf("battery has %d attempts, want at least 40", len(battery))
@@ -104,7 +86,7 @@ func TestBatteryNothingRelayed(t *testing.T) {
 }
 
 func TestAllowed(t *testing.T) {
-	e := build(t, relayConfig)
+	e := policytest.Engine(t, policytest.Policy+relayConfig)
 	untrusted := "198.51.100.7"
 	tests := []struct {
 		name   string
@@ -158,7 +140,7 @@ func TestAllowed(t *testing.T) {
 }
 
 func TestTrustedFact(t *testing.T) {
-	e := build(t, relayConfig)
+	e := policytest.Engine(t, policytest.Policy+relayConfig)
 	ctx := context.Background()
 	for ip, want := range map[string]string{"10.9.9.9": "yes", "198.51.100.1": ""} {
 		s := policy.NewSession()
@@ -176,7 +158,7 @@ func TestTrustedFact(t *testing.T) {
 }
 
 func TestAllowedForms(t *testing.T) {
-	e := build(t, `
+	e := policytest.Engine(t, policytest.Policy+`
 [checks.relay]
 local_domains = ["moat.test", "other.test"]
 allow_percent_hack = true
@@ -223,7 +205,7 @@ func TestSetupErrors(t *testing.T) {
 local_domains = ["a.test"]
 trusted_networks_file = "` + nets + `"`, nets + ":3:"},
 		{"bad domain", `[checks.relay]
-local_domains = ["a.test", "bad domain.test"]`, "moat.toml:5: checks.relay.local_domains"},
+local_domains = ["a.test", "bad domain.test"]`, "moat.toml:4: checks.relay.local_domains"},
 		{"bad literal", `[checks.relay]
 local_domains = ["[300.1.1.1]"]`, "bad address literal"},
 		{"no domains", `[checks.relay]
@@ -233,11 +215,7 @@ local_domain = ["a.test"]`, "unknown key"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f, err := config.Parse("moat.toml", []byte(baseConfig+tt.toml))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := policy.Build(f, nil); err == nil || !strings.Contains(err.Error(), tt.want) {
+			if err := policytest.BuildError(t, policytest.Policy+tt.toml); err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("Build error = %v, want one containing %q", err, tt.want)
 			}
 		})

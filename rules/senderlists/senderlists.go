@@ -387,7 +387,7 @@ func whitelist(o outcome) policy.Finding {
 
 func (c *Check) blacklist(s *policy.Session, e *Entry) policy.Finding {
 	f := policy.Rejectf("listed", ReasonBlacklist, 550, "5.7.1", "%s",
-		strings.ReplaceAll(c.text, "{addr}", replySafe(strings.Trim(s.From.String(), "<>"))))
+		strings.ReplaceAll(c.text, "{addr}", policy.ReplySafe(strings.Trim(s.From.String(), "<>"))))
 	f.Detail = "black-listed by " + e.String()
 	return f
 }
@@ -399,21 +399,4 @@ func validHeaderName(n string) bool {
 		}
 	}
 	return n != ""
-}
-
-// replySafe makes an address safe to quote in an SMTP reply: printable ASCII, bounded length.
-func replySafe(s string) string {
-	var b strings.Builder
-	for _, c := range s {
-		if b.Len() >= 256 {
-			b.WriteString("...")
-			break
-		}
-		if c < 0x20 || c >= 0x7f {
-			b.WriteByte('?')
-			continue
-		}
-		b.WriteRune(c)
-	}
-	return b.String()
 }

@@ -2,7 +2,6 @@ package senderlists_test
 
 import (
 	"context"
-	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/moatmail/moat/config"
 	"github.com/moatmail/moat/policy"
+	"github.com/moatmail/moat/policy/policytest"
 	_ "github.com/moatmail/moat/rules/senderlists"
 )
 
@@ -43,29 +43,6 @@ func init() {
 	policy.Register("test", func(sec *config.Section, _ *policy.Env) (policy.Check, error) { return fakeAntispam{}, nil })
 	policy.Register("clamd", func(sec *config.Section, _ *policy.Env) (policy.Check, error) { return fakeVirus{}, nil })
 }
-
-const baseConfig = `
-[policy]
-authserv_id = "mx.test"
-`
-
-func build(t *testing.T, toml string) *policy.Engine {
-	t.Helper()
-	f, err := config.Parse("moat.toml", []byte(baseConfig+toml))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := policy.Build(f, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return e
-}
-
-type msg string
-
-func (m msg) Open() io.Reader { return strings.NewReader(string(m)) }
-func (m msg) Size() int64     { return int64(len(m)) }
 
 // tx is one message through the engine.
 type tx struct {
@@ -123,7 +100,7 @@ func (x tx) run(t *testing.T, e *policy.Engine) result {
 	if x.dkim != "" {
 		s.Set("dkim/pass-domains", x.dkim)
 	}
-	res.eom = e.EOM(ctx, s, msg("From: <"+hf+">\r\n\r\nhello\r\n"))
+	res.eom = e.EOM(ctx, s, policytest.Msg("From: <"+hf+">\r\n\r\nhello\r\n"))
 	return res
 }
 
@@ -154,7 +131,7 @@ friend@spammy.example
 <>
 dkimonly.example
 `)
-	e := build(t, `
+	e := policytest.Engine(t, policytest.Policy+`
 [checks.test]
 [checks.clamd]
 [checks.senderlists]
@@ -240,7 +217,7 @@ whitelist = ["customer.example proof=none"]
 
 // TestProofAtEndOfMessage covers entries that need DKIM or DMARC, which are only known at end of message.
 func TestProofAtEndOfMessage(t *testing.T) {
-	e := build(t, `
+	e := policytest.Engine(t, policytest.Policy+`
 [checks.clamd]
 [checks.senderlists]
 whitelist = [".bigcorp.example proof=dkim", "dmarc.example proof=dmarc", "any.example", "dkimonly.example proof=dkim"]
@@ -311,7 +288,7 @@ blacklist = ["dkimonly.example"]
 
 // TestMixedRecipients: a message is white-listed at end of message only when every accepted recipient is.
 func TestMixedRecipients(t *testing.T) {
-	e := build(t, `
+	e := policytest.Engine(t, policytest.Policy+`
 [checks.senderlists]
 blacklist = ["192.0.2.1"]
 [checks.senderlists.recipient."boss@moat.test"]
@@ -328,7 +305,7 @@ whitelist = ["pal@remote.example"]
 
 // TestBlacklistReply: without other checks, the black list alone answers 550 5.7.1 with the configured text.
 func TestBlacklistReply(t *testing.T) {
-	e := build(t, `
+	e := policytest.Engine(t, policytest.Policy+`
 [checks.senderlists]
 blacklist = [".spammy.example"]
 blacklist_text = "<{addr}>: go away"
@@ -357,11 +334,7 @@ whitelist = ["a.example"]`, "not an address or a domain"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f, err := config.Parse("moat.toml", []byte(baseConfig+"[checks.senderlists]\n"+tt.toml+"\n"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := policy.Build(f, nil); err == nil || !strings.Contains(err.Error(), tt.want) {
+			if err := policytest.BuildError(t, policytest.Policy+"[checks.senderlists]\n"+tt.toml+"\n"); err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("Build error = %v, want one containing %q", err, tt.want)
 			}
 		})
@@ -379,7 +352,7 @@ func TestStages(t *testing.T) {
 		{"header = \"\"\nwhitelist = [\"a.example proof=spf\"]\n[checks.senderlists.recipient.\"x@moat.test\"]\nwhitelist = [\"c.example proof=dkim\"]", true},
 	}
 	for _, tt := range tests {
-		e := build(t, "[checks.senderlists]\n"+tt.toml+"\n")
+		e := policytest.Engine(t, policytest.Policy+"[checks.senderlists]\n"+tt.toml+"\n")
 		if got := e.Stages()[policy.StageEOM]; got != tt.eom {
 			t.Errorf("%q: end-of-message stage %v, want %v", tt.toml, got, tt.eom)
 		}

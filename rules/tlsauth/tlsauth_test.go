@@ -2,33 +2,14 @@ package tlsauth_test
 
 import (
 	"context"
-	"io"
 	"net/netip"
 	"strings"
 	"testing"
 
-	"github.com/moatmail/moat/config"
 	"github.com/moatmail/moat/policy"
+	"github.com/moatmail/moat/policy/policytest"
 	"github.com/moatmail/moat/rules/tlsauth"
 )
-
-const baseConfig = `
-[policy]
-authserv_id = "mx.test"
-`
-
-func build(t *testing.T, toml string) *policy.Engine {
-	t.Helper()
-	f, err := config.Parse("moat.toml", []byte(baseConfig+toml))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := policy.Build(f, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return e
-}
 
 type sess struct {
 	ip   string
@@ -80,7 +61,7 @@ func TestPolicy(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d, s := mail(t, build(t, tt.config), tt.in)
+			d, s := mail(t, policytest.Engine(t, policytest.Policy+tt.config), tt.in)
 			if tt.code == 0 {
 				if d.Action != policy.ActContinue {
 					t.Fatalf("refused: %+v", d)
@@ -120,7 +101,7 @@ func TestPolicy(t *testing.T) {
 // TestTraceHeader checks that the TLS and AUTH facts reach the trace header and Authentication-Results of an
 // accepted message.
 func TestTraceHeader(t *testing.T) {
-	e := build(t, policyConfig)
+	e := policytest.Engine(t, policytest.Policy+policyConfig)
 	ctx := context.Background()
 	s := policy.NewSession()
 	s.ClientIP = netip.MustParseAddr("198.51.100.1")
@@ -131,7 +112,7 @@ func TestTraceHeader(t *testing.T) {
 	e.Rcpt(ctx, s, "bob@remote.example", "")
 	s.Headers = []policy.Header{{Name: "From", Value: " alice@moat.test"}}
 	e.Headers(ctx, s)
-	out := e.EOM(ctx, s, msg("From: alice@moat.test\r\n\r\nhi\r\n"))
+	out := e.EOM(ctx, s, policytest.Msg("From: alice@moat.test\r\n\r\nhi\r\n"))
 	var trace, ar string
 	for _, h := range append(out.AddHeaders, out.InsertHeaders...) {
 		switch h.Name {
@@ -148,8 +129,3 @@ func TestTraceHeader(t *testing.T) {
 		t.Errorf("Authentication-Results %q lacks smtp.auth", ar)
 	}
 }
-
-type msg string
-
-func (m msg) Open() io.Reader { return strings.NewReader(string(m)) }
-func (m msg) Size() int64     { return int64(len(m)) }

@@ -30,12 +30,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/moatmail/moat/config"
 	"github.com/moatmail/moat/policy"
+	"github.com/moatmail/moat/scanners/servers"
 )
 
 // Name is the check's registered name.
@@ -67,7 +66,7 @@ type Config struct {
 	Servers []string `toml:"servers"`
 	// MaxSize skips messages above this size ("25M", "500K", bytes without a unit). Keep it at or below clamd's
 	// StreamMaxLength. Default 25M.
-	MaxSize Size `toml:"max_size"`
+	MaxSize config.Size `toml:"max_size"`
 	// OnVirus is "reject" (default), "quarantine" or "discard".
 	OnVirus string `toml:"on_virus"`
 	// OnFailure is "tempfail" (default: fail closed) or "accept" (fail open).
@@ -88,7 +87,7 @@ type Check struct {
 	onVirus   policy.Verdict
 	failOpen  bool
 	maxSize   int64
-	servers   []Server
+	servers   []servers.Server
 	closePool func() error
 }
 
@@ -119,7 +118,7 @@ func New(sec *config.Section, cfg Config) (*Check, error) {
 		return nil, errorf("servers", "at least one clamd server is required (e.g. \"unix:/run/clamav/clamd.ctl\")")
 	}
 	for i, s := range cfg.Servers {
-		srv, err := ParseServer(s)
+		srv, err := servers.Parse(s)
 		if err != nil {
 			return nil, errorf(fmt.Sprintf("servers[%d]", i), "%v", err)
 		}
@@ -193,7 +192,7 @@ func (c *Check) Scan(ctx context.Context, s *policy.Session, m policy.Message) [
 			AddHeaders: []policy.Header{{Name: HeaderName, Value: headerScanned}},
 		}}
 	}
-	name := printable(res.Virus)
+	name := servers.Printable(res.Virus)
 	f := policy.Finding{
 		Status: StatusFound, Verdict: c.onVirus, Reason: ReasonVirus,
 		Detail: fmt.Sprintf("virus found: %s (%s)", name, srv),
@@ -230,36 +229,4 @@ func (c *Check) failure(err error, elapsed time.Duration) policy.Finding {
 	f.Verdict = policy.Tempfail
 	f.Reply = policy.Reply{Code: 451, Enhanced: "4.7.1", Text: "Virus scan unavailable, please try again later"}
 	return f
-}
-
-// Size is a byte count written as a string with an optional K, M or G suffix (powers of 1024): "500K", "25M".
-type Size int64
-
-// UnmarshalText implements encoding.TextUnmarshaler.
-func (z *Size) UnmarshalText(b []byte) error {
-	n, err := ParseSize(string(b))
-	if err != nil {
-		return err
-	}
-	*z = Size(n)
-	return nil
-}
-
-// ParseSize parses "123", "500K", "25M", "1G" (case-insensitive, optional trailing "B").
-func ParseSize(s string) (int64, error) {
-	t := strings.TrimSuffix(strings.ToUpper(strings.TrimSpace(s)), "B")
-	mult := int64(1)
-	switch {
-	case strings.HasSuffix(t, "K"):
-		mult, t = 1<<10, strings.TrimSuffix(t, "K")
-	case strings.HasSuffix(t, "M"):
-		mult, t = 1<<20, strings.TrimSuffix(t, "M")
-	case strings.HasSuffix(t, "G"):
-		mult, t = 1<<30, strings.TrimSuffix(t, "G")
-	}
-	n, err := strconv.ParseInt(t, 10, 64)
-	if err != nil || n < 0 || n > (1<<62)/mult {
-		return 0, fmt.Errorf("invalid size %q (use e.g. \"500K\", \"25M\")", s)
-	}
-	return n * mult, nil
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/moatmail/moat/config"
 	"github.com/moatmail/moat/policy"
+	"github.com/moatmail/moat/policy/policytest"
 	"github.com/moatmail/moat/scanners/spool"
 )
 
@@ -29,14 +30,7 @@ func init() {
 // runEngine passes msg through an engine built from conf and returns the end-of-message outcome.
 func runEngine(t *testing.T, conf string, msg []byte) (policy.Outcome, *policy.Session) {
 	t.Helper()
-	f, err := config.Parse("t.toml", []byte(conf))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := policy.Build(f, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := policytest.Engine(t, conf)
 	t.Cleanup(e.Retire)
 	ctx := context.Background()
 	s := policy.NewSession()
@@ -61,16 +55,6 @@ func runEngine(t *testing.T, conf string, msg []byte) (policy.Outcome, *policy.S
 	sp.Write(msg)
 	e.WriteBody(s, msg)
 	return e.EOM(ctx, s, sp), s
-}
-
-func header(out policy.Outcome, name string) []string {
-	var vs []string
-	for _, h := range out.AddHeaders {
-		if strings.EqualFold(h.Name, name) {
-			vs = append(vs, h.Value)
-		}
-	}
-	return vs
 }
 
 func TestCheckDecisions(t *testing.T) {
@@ -114,7 +98,7 @@ func TestCheckDecisions(t *testing.T) {
 				t.Fatalf("reply = %q, want prefix %q", out.Reply.String(), tc.wantReply)
 			}
 			if tc.wantHeader != "" {
-				got := header(out, HeaderName)
+				got := policytest.AddedHeaders(out, HeaderName)
 				if len(got) != 1 || got[0] != tc.wantHeader {
 					t.Fatalf("X-Virus-Scanned = %q, want [%q]", got, tc.wantHeader)
 				}
@@ -131,22 +115,17 @@ func TestSetupErrors(t *testing.T) {
 		conf string
 		want string
 	}{
-		{"[checks.clamd]\n", "t.toml:1: checks.clamd.servers: at least one clamd server"},
-		{"[checks.clamd]\nservers = [\"nowhere\"]\n", "t.toml:2: checks.clamd.servers[0]"},
-		{"[checks.clamd]\nservers = [\"/s\"]\non_virus = \"bounce\"\n", "t.toml:3: checks.clamd.on_virus"},
-		{"[checks.clamd]\nservers = [\"/s\"]\non_failure = \"maybe\"\n", "t.toml:3: checks.clamd.on_failure"},
-		{"[checks.clamd]\nservers = [\"/s\"]\nmax_size = \"lots\"\n", "t.toml:3: checks.clamd.max_size: invalid size"},
+		{"[checks.clamd]\n", "moat.toml:1: checks.clamd.servers: at least one clamd server"},
+		{"[checks.clamd]\nservers = [\"nowhere\"]\n", "moat.toml:2: checks.clamd.servers[0]"},
+		{"[checks.clamd]\nservers = [\"/s\"]\non_virus = \"bounce\"\n", "moat.toml:3: checks.clamd.on_virus"},
+		{"[checks.clamd]\nservers = [\"/s\"]\non_failure = \"maybe\"\n", "moat.toml:3: checks.clamd.on_failure"},
+		{"[checks.clamd]\nservers = [\"/s\"]\nmax_size = \"lots\"\n", "moat.toml:3: checks.clamd.max_size: invalid size"},
 		{"[checks.clamd]\nservers = [\"/s\"]\nmax_size = \"0\"\n", "checks.clamd.max_size: must be positive"},
-		{"[checks.clamd]\nservers = [\"/s\"]\nsever = 1\n", "t.toml:3: checks.clamd.sever: unknown key"},
+		{"[checks.clamd]\nservers = [\"/s\"]\nsever = 1\n", "moat.toml:3: checks.clamd.sever: unknown key"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.want, func(t *testing.T) {
-			f, err := config.Parse("t.toml", []byte(tc.conf))
-			if err != nil {
-				t.Fatal(err)
-			}
-			_, err = policy.Build(f, nil)
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
+			if err := policytest.BuildError(t, tc.conf); err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("Build error = %v, want %q", err, tc.want)
 			}
 		})
@@ -155,16 +134,5 @@ func TestSetupErrors(t *testing.T) {
 
 // The example in example.toml must be a valid configuration.
 func TestExampleConfig(t *testing.T) {
-	f, err := config.Load("example.toml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := policy.Build(f, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Retire()
-	if got := strings.Join(e.Checks(), ","); got != Name {
-		t.Fatalf("checks = %q", got)
-	}
+	policytest.ExampleEngine(t, "example.toml", nil, Name).Retire()
 }

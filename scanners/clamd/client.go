@@ -8,9 +8,10 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"strings"
 	"time"
+
+	"github.com/moatmail/moat/scanners/servers"
 )
 
 // Errors of the client. A scan error wraps one of them, so that callers can tell a dead server (try the next
@@ -31,82 +32,25 @@ const chunkSize = 64 * 1024
 // maxReply bounds a reply; clamd's replies are one short line.
 const maxReply = 4096
 
-// Server is one clamd address: network "unix" or "tcp".
-type Server struct {
-	Network string
-	Addr    string
-}
-
-func (s Server) String() string { return s.Network + ":" + s.Addr }
-
-// ParseServer parses "unix:/path", "tcp:host:port", an absolute path (a unix socket) or "host:port".
-func ParseServer(s string) (Server, error) {
-	switch {
-	case strings.HasPrefix(s, "unix:"):
-		p := strings.TrimPrefix(s, "unix:")
-		if p == "" {
-			return Server{}, fmt.Errorf("empty socket path in %q", s)
-		}
-		return Server{"unix", p}, nil
-	case strings.HasPrefix(s, "/"):
-		return Server{"unix", s}, nil
-	case strings.HasPrefix(s, "tcp:"), strings.HasPrefix(s, "inet:"):
-		_, a, _ := strings.Cut(s, ":")
-		s = a
-	}
-	if _, _, err := net.SplitHostPort(s); err != nil {
-		return Server{}, fmt.Errorf("want unix:/path or tcp:host:port, got %q", s)
-	}
-	return Server{"tcp", s}, nil
-}
-
 // Result is the outcome of a scan that clamd completed.
 type Result struct {
 	Infected bool
 	Virus    string // the signature name clamd reported, when Infected
 }
 
-// dial connects to the server within ctx and connectTimeout, and ties the connection's deadline to ctx.
-func dial(ctx context.Context, srv Server, connectTimeout time.Duration) (net.Conn, func(), error) {
-	d := net.Dialer{Timeout: connectTimeout}
-	c, err := d.DialContext(ctx, srv.Network, srv.Addr)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %s: %v", ErrUnavailable, srv, err)
-	}
-	if dl, ok := ctx.Deadline(); ok {
-		_ = c.SetDeadline(dl)
-	}
-	// Cancellation without a deadline (or before it) unblocks reads and writes at once.
-	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
-	return c, func() { stop(); c.Close() }, nil
-}
-
-// ioErr turns a read or write error into an ErrUnavailable error, naming the context's reason when the
-// deadline or cancellation caused it.
-func ioErr(ctx context.Context, srv Server, op string, err error) error {
-	if ctx.Err() != nil {
-		return fmt.Errorf("%w: %s: %s: %w", ErrUnavailable, srv, op, ctx.Err())
-	}
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		// The connection's deadline is the context's: it may fire a moment before the context's own timer.
-		return fmt.Errorf("%w: %s: %s: %w", ErrUnavailable, srv, op, context.DeadlineExceeded)
-	}
-	return fmt.Errorf("%w: %s: %s: %v", ErrUnavailable, srv, op, err)
-}
-
 // Ping sends zPING and expects PONG.
-func Ping(ctx context.Context, srv Server, connectTimeout time.Duration) error {
-	c, done, err := dial(ctx, srv, connectTimeout)
+func Ping(ctx context.Context, srv servers.Server, connectTimeout time.Duration) error {
+	c, done, err := servers.Dial(ctx, ErrUnavailable, srv, connectTimeout)
 	if err != nil {
 		return err
 	}
 	defer done()
 	if _, err := c.Write([]byte("zPING\x00")); err != nil {
-		return ioErr(ctx, srv, "write", err)
+		return servers.IOErr(ctx, ErrUnavailable, srv, "write", err)
 	}
 	reply, err := readReply(c)
 	if err != nil {
-		return ioErr(ctx, srv, "read", err)
+		return servers.IOErr(ctx, ErrUnavailable, srv, "read", err)
 	}
 	if reply != "PONG" {
 		return fmt.Errorf("%w: %s: PING answered %q", ErrProtocol, srv, reply)
@@ -117,8 +61,8 @@ func Ping(ctx context.Context, srv Server, connectTimeout time.Duration) error {
 // Instream scans r with the INSTREAM command: "zINSTREAM\0", then chunks each preceded by its length as a
 // 4-byte big-endian number, then a zero-length chunk. The context bounds the whole exchange: connecting,
 // sending and waiting for the verdict.
-func Instream(ctx context.Context, srv Server, connectTimeout time.Duration, r io.Reader) (Result, error) {
-	c, done, err := dial(ctx, srv, connectTimeout)
+func Instream(ctx context.Context, srv servers.Server, connectTimeout time.Duration, r io.Reader) (Result, error) {
+	c, done, err := servers.Dial(ctx, ErrUnavailable, srv, connectTimeout)
 	if err != nil {
 		return Result{}, err
 	}
@@ -126,7 +70,7 @@ func Instream(ctx context.Context, srv Server, connectTimeout time.Duration, r i
 	buf := make([]byte, 4+chunkSize)
 	copy(buf, "zINSTREAM\x00")
 	if _, err := c.Write(buf[:10]); err != nil {
-		return Result{}, ioErr(ctx, srv, "write", err)
+		return Result{}, servers.IOErr(ctx, ErrUnavailable, srv, "write", err)
 	}
 	for {
 		n, rerr := io.ReadFull(r, buf[4:])
@@ -138,7 +82,7 @@ func Instream(ctx context.Context, srv Server, connectTimeout time.Duration, r i
 				if reply, rerr := readReplyBriefly(ctx, c); rerr == nil && reply != "" {
 					return parseOrClamdErr(srv, reply)
 				}
-				return Result{}, ioErr(ctx, srv, "write", err)
+				return Result{}, servers.IOErr(ctx, ErrUnavailable, srv, "write", err)
 			}
 		}
 		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
@@ -154,16 +98,16 @@ func Instream(ctx context.Context, srv Server, connectTimeout time.Duration, r i
 		if reply, rerr := readReplyBriefly(ctx, c); rerr == nil && reply != "" {
 			return parseOrClamdErr(srv, reply)
 		}
-		return Result{}, ioErr(ctx, srv, "write", err)
+		return Result{}, servers.IOErr(ctx, ErrUnavailable, srv, "write", err)
 	}
 	reply, err := readReply(c)
 	if err != nil {
-		return Result{}, ioErr(ctx, srv, "read", err)
+		return Result{}, servers.IOErr(ctx, ErrUnavailable, srv, "read", err)
 	}
 	return parseOrClamdErr(srv, reply)
 }
 
-func parseOrClamdErr(srv Server, reply string) (Result, error) {
+func parseOrClamdErr(srv servers.Server, reply string) (Result, error) {
 	res, err := ParseReply(reply)
 	if err != nil {
 		return Result{}, fmt.Errorf("%s: %w", srv, err)
@@ -227,11 +171,11 @@ func ParseReply(reply string) (Result, error) {
 		if text == "" {
 			text = "unspecified error"
 		}
-		return Result{}, fmt.Errorf("%w: %s", ErrClamd, printable(text))
+		return Result{}, fmt.Errorf("%w: %s", ErrClamd, servers.Printable(text))
 	}
 	rest, ok := strings.CutPrefix(s, "stream: ")
 	if !ok {
-		return Result{}, fmt.Errorf("%w: %q", ErrProtocol, printable(s))
+		return Result{}, fmt.Errorf("%w: %q", ErrProtocol, servers.Printable(s))
 	}
 	if rest == "OK" {
 		return Result{}, nil
@@ -239,11 +183,11 @@ func ParseReply(reply string) (Result, error) {
 	if name, ok := strings.CutSuffix(rest, " FOUND"); ok {
 		name = strings.TrimSpace(name)
 		if name == "" || !isPrintable(name) {
-			return Result{}, fmt.Errorf("%w: bad signature name in %q", ErrProtocol, printable(s))
+			return Result{}, fmt.Errorf("%w: bad signature name in %q", ErrProtocol, servers.Printable(s))
 		}
 		return Result{Infected: true, Virus: name}, nil
 	}
-	return Result{}, fmt.Errorf("%w: %q", ErrProtocol, printable(s))
+	return Result{}, fmt.Errorf("%w: %q", ErrProtocol, servers.Printable(s))
 }
 
 func isDigits(s string) bool {
@@ -262,17 +206,4 @@ func isPrintable(s string) bool {
 		}
 	}
 	return true
-}
-
-// printable makes text from the server safe for logs and replies: printable ASCII, at most 200 bytes.
-func printable(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s) && b.Len() < 200; i++ {
-		c := s[i]
-		if c < 0x20 || c >= 0x7f {
-			c = '?'
-		}
-		b.WriteByte(c)
-	}
-	return b.String()
 }

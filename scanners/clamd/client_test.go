@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/moatmail/moat/scanners/servers"
 )
 
 func TestParseReply(t *testing.T) {
@@ -82,57 +84,10 @@ func FuzzParseReply(f *testing.F) {
 	})
 }
 
-func TestParseServer(t *testing.T) {
-	tests := []struct {
-		in   string
-		want Server
-		err  bool
-	}{
-		{"unix:/run/clamd.sock", Server{"unix", "/run/clamd.sock"}, false},
-		{"/run/clamd.sock", Server{"unix", "/run/clamd.sock"}, false},
-		{"tcp:127.0.0.1:3310", Server{"tcp", "127.0.0.1:3310"}, false},
-		{"inet:127.0.0.1:3310", Server{"tcp", "127.0.0.1:3310"}, false},
-		{"127.0.0.1:3310", Server{"tcp", "127.0.0.1:3310"}, false},
-		{"unix:", Server{}, true},
-		{"tcp:nohost", Server{}, true},
-		{"clamd", Server{}, true},
-	}
-	for _, tc := range tests {
-		t.Run(tc.in, func(t *testing.T) {
-			got, err := ParseServer(tc.in)
-			if (err != nil) != tc.err {
-				t.Fatalf("ParseServer(%q) error = %v, want error %v", tc.in, err, tc.err)
-			}
-			if got != tc.want {
-				t.Fatalf("ParseServer(%q) = %v, want %v", tc.in, got, tc.want)
-			}
-		})
-	}
-}
-
-func TestParseSize(t *testing.T) {
-	tests := []struct {
-		in   string
-		want int64
-		err  bool
-	}{
-		{"0", 0, false}, {"500K", 500 << 10, false}, {"25M", 25 << 20, false}, {"1g", 1 << 30, false},
-		{"10MB", 10 << 20, false}, {"-1", 0, true}, {"M", 0, true}, {"1T", 0, true}, {"", 0, true},
-	}
-	for _, tc := range tests {
-		t.Run(tc.in, func(t *testing.T) {
-			got, err := ParseSize(tc.in)
-			if (err != nil) != tc.err || got != tc.want {
-				t.Fatalf("ParseSize(%q) = %d, %v; want %d, error %v", tc.in, got, err, tc.want, tc.err)
-			}
-		})
-	}
-}
-
 // fakeClamd is a unix-socket server speaking INSTREAM with a scripted behaviour: it records what it received
 // and answers with reply (or never answers when silent).
 type fakeClamd struct {
-	srv    Server
+	srv    servers.Server
 	ln     net.Listener
 	reply  string
 	silent bool
@@ -150,7 +105,7 @@ func startFake(t *testing.T, reply string, opts ...func(*fakeClamd)) *fakeClamd 
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fakeClamd{srv: Server{"unix", path}, ln: ln, reply: reply}
+	f := &fakeClamd{srv: servers.Server{Network: "unix", Addr: path}, ln: ln, reply: reply}
 	for _, o := range opts {
 		o(f)
 	}
@@ -271,7 +226,7 @@ func TestInstreamSilentServerHonoursDeadline(t *testing.T) {
 }
 
 func TestInstreamUnreachable(t *testing.T) {
-	srv := Server{"unix", filepath.Join(t.TempDir(), "missing.sock")}
+	srv := servers.Server{Network: "unix", Addr: filepath.Join(t.TempDir(), "missing.sock")}
 	_, err := Instream(context.Background(), srv, time.Second, strings.NewReader("x"))
 	if !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("error = %v, want ErrUnavailable", err)
@@ -286,9 +241,9 @@ func TestPing(t *testing.T) {
 }
 
 func TestPoolFailover(t *testing.T) {
-	dead := Server{"unix", filepath.Join(t.TempDir(), "dead.sock")}
+	dead := servers.Server{Network: "unix", Addr: filepath.Join(t.TempDir(), "dead.sock")}
 	live := startFake(t, "stream: X FOUND")
-	p := NewPool([]Server{dead, live.srv}, PoolOptions{ConnectTimeout: time.Second})
+	p := NewPool([]servers.Server{dead, live.srv}, PoolOptions{ConnectTimeout: time.Second})
 	defer p.Close()
 	for i := 0; i < 4; i++ {
 		res, srv, err := p.Scan(context.Background(), func() io.Reader { return strings.NewReader("m") })
@@ -307,9 +262,8 @@ func TestPoolFailover(t *testing.T) {
 func TestPoolClamdErrorIsFinal(t *testing.T) {
 	a := startFake(t, "stream: Can't allocate memory ERROR")
 	b := startFake(t, "stream: OK")
-	p := NewPool([]Server{a.srv, b.srv}, PoolOptions{ConnectTimeout: time.Second})
+	p := NewPool([]servers.Server{a.srv, b.srv}, PoolOptions{ConnectTimeout: time.Second})
 	defer p.Close()
-	p.next.Store(0)
 	_, _, err := p.Scan(context.Background(), func() io.Reader { return strings.NewReader("m") })
 	if !errors.Is(err, ErrClamd) {
 		t.Fatalf("error = %v, want clamd's error", err)
@@ -324,9 +278,8 @@ func TestPoolClamdErrorIsFinal(t *testing.T) {
 func TestPoolAttemptTimeoutFailsOverFromSilentServer(t *testing.T) {
 	silent := startFake(t, "", silentFake)
 	live := startFake(t, "stream: OK")
-	p := NewPool([]Server{silent.srv, live.srv}, PoolOptions{ConnectTimeout: time.Second, AttemptTimeout: 200 * time.Millisecond})
+	p := NewPool([]servers.Server{silent.srv, live.srv}, PoolOptions{ConnectTimeout: time.Second, AttemptTimeout: 200 * time.Millisecond})
 	defer p.Close()
-	p.next.Store(0)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_, srv, err := p.Scan(ctx, func() io.Reader { return strings.NewReader("m") })
@@ -338,8 +291,8 @@ func TestPoolAttemptTimeoutFailsOverFromSilentServer(t *testing.T) {
 func TestPoolHealthCheckRevives(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "c.sock")
-	srv := Server{"unix", path}
-	p := NewPool([]Server{srv}, PoolOptions{ConnectTimeout: time.Second, HealthInterval: 20 * time.Millisecond})
+	srv := servers.Server{Network: "unix", Addr: path}
+	p := NewPool([]servers.Server{srv}, PoolOptions{ConnectTimeout: time.Second, HealthInterval: 20 * time.Millisecond})
 	defer p.Close()
 	if _, _, err := p.Scan(context.Background(), func() io.Reader { return strings.NewReader("m") }); err == nil {
 		t.Fatal("scan against a missing socket succeeded")

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
-	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/moatmail/moat/config"
 	"github.com/moatmail/moat/policy"
+	"github.com/moatmail/moat/policy/policytest"
 	"github.com/moatmail/moat/scanners/spool"
 	"github.com/moatmail/moat/test/stack"
 )
@@ -50,11 +50,6 @@ func zipOf(t *testing.T, name string, content []byte) []byte {
 	return b.Bytes()
 }
 
-type bytesMsg []byte
-
-func (m bytesMsg) Open() io.Reader { return bytes.NewReader(m) }
-func (m bytesMsg) Size() int64     { return int64(len(m)) }
-
 func TestRealClamd(t *testing.T) {
 	c := stack.StartClamd(t, stack.ClamdOptions{})
 	check, err := New(nil, Config{Servers: []string{"unix:" + c.Socket, "tcp:" + c.TCPAddr}, MaxSize: 25 << 20,
@@ -79,7 +74,7 @@ func TestRealClamd(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			fs := check.Scan(ctx, policy.NewSession(), bytesMsg(tc.msg))
+			fs := check.Scan(ctx, policy.NewSession(), policytest.Msg(tc.msg))
 			if len(fs) != 1 {
 				t.Fatalf("findings: %+v", fs)
 			}
@@ -122,7 +117,7 @@ func TestRealClamdTestFiles(t *testing.T) {
 	scan := func(msg []byte) []policy.Finding {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		return check.Scan(ctx, policy.NewSession(), bytesMsg(msg))
+		return check.Scan(ctx, policy.NewSession(), policytest.Msg(msg))
 	}
 	isFound := func(fs []policy.Finding) bool {
 		return len(fs) == 1 && fs[0].Status == StatusFound && strings.Contains(fs[0].Reply.Text, stack.ClamTestFileSig)
@@ -204,7 +199,7 @@ func TestRealClamdSizeLimitError(t *testing.T) {
 	msg := append([]byte("Subject: big\r\n\r\n"), bytes.Repeat([]byte("x"), 3<<20)...)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	fs := check.Scan(ctx, policy.NewSession(), bytesMsg(msg))
+	fs := check.Scan(ctx, policy.NewSession(), policytest.Msg(msg))
 	if len(fs) != 1 || fs[0].Verdict != policy.Tempfail || fs[0].Err == nil ||
 		!strings.Contains(fs[0].Err.Error(), "size limit exceeded") {
 		t.Fatalf("findings: %+v", fs)

@@ -10,61 +10,23 @@ import (
 	"net"
 	"os"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/moatmail/moat/scanners/servers"
 )
 
 // maxReply bounds a reply: SYMBOLS and TELL answers are small; a REPORT is a few KiB.
 const maxReply = 1 << 20
 
-// Server is one spamd address: network "unix" or "tcp".
-type Server struct {
-	Network string
-	Addr    string
-}
-
-func (s Server) String() string { return s.Network + ":" + s.Addr }
-
-// ParseServer parses "unix:/path", "tcp:host:port", an absolute path (a unix socket) or "host:port".
-func ParseServer(s string) (Server, error) {
-	switch {
-	case strings.HasPrefix(s, "unix:"):
-		p := strings.TrimPrefix(s, "unix:")
-		if p == "" {
-			return Server{}, fmt.Errorf("empty socket path in %q", s)
-		}
-		return Server{"unix", p}, nil
-	case strings.HasPrefix(s, "/"):
-		return Server{"unix", s}, nil
-	case strings.HasPrefix(s, "tcp:"), strings.HasPrefix(s, "inet:"):
-		_, a, _ := strings.Cut(s, ":")
-		s = a
-	}
-	if _, _, err := net.SplitHostPort(s); err != nil {
-		return Server{}, fmt.Errorf("want unix:/path or tcp:host:port, got %q", s)
-	}
-	return Server{"tcp", s}, nil
-}
-
-// Client talks to one or more spamd servers, with failover: a request goes to the first server that is not
-// marked down (in a rotating order) and moves to the next when a server cannot be reached or breaks the
-// connection. A server marked down is retried after RetryAfter, or when every server is down.
+// Client talks to one or more spamd servers, with failover (package servers): a request goes to the first
+// server that is not marked down (in a rotating order) and moves to the next when a server cannot be reached
+// or breaks the connection. A server marked down is retried after RetryAfter, or when every server is down.
 type Client struct {
-	servers        []*member
+	pool           *servers.Pool
 	connectTimeout time.Duration
-	attemptTimeout time.Duration
-	retryAfter     time.Duration
 	compress       bool
-	next           atomic.Uint32
-}
-
-type member struct {
-	srv        Server
-	mu         sync.Mutex
-	downUntil  time.Time
-	last       error
-	noCompress atomic.Bool // spamd said it cannot inflate (no Compress::Zlib)
+	noCompress     map[servers.Server]*atomic.Bool // spamd said it cannot inflate (no Compress::Zlib)
 }
 
 // ClientOptions configures a Client.
@@ -75,35 +37,27 @@ type ClientOptions struct {
 	Compress       bool          // send bodies zlib-compressed ("Compress: zlib") to servers that accept it
 }
 
-// NewClient returns a client for servers.
-func NewClient(servers []Server, opts ClientOptions) *Client {
-	c := &Client{connectTimeout: opts.ConnectTimeout, attemptTimeout: opts.AttemptTimeout,
-		retryAfter: opts.RetryAfter, compress: opts.Compress}
+// NewClient returns a client for list.
+func NewClient(list []servers.Server, opts ClientOptions) *Client {
+	c := &Client{connectTimeout: opts.ConnectTimeout, compress: opts.Compress,
+		noCompress: map[servers.Server]*atomic.Bool{}}
 	if c.connectTimeout <= 0 {
 		c.connectTimeout = 2 * time.Second
 	}
-	if c.retryAfter <= 0 {
-		c.retryAfter = 10 * time.Second
+	retryAfter := opts.RetryAfter
+	if retryAfter <= 0 {
+		retryAfter = 10 * time.Second
 	}
-	for _, s := range servers {
-		c.servers = append(c.servers, &member{srv: s})
+	for _, s := range list {
+		c.noCompress[s] = new(atomic.Bool)
 	}
+	c.pool = servers.NewPool(list, servers.Options{Unavailable: ErrUnavailable, AttemptTimeout: opts.AttemptTimeout,
+		RetryAfter: retryAfter})
 	return c
 }
 
 // Down lists the servers currently skipped, with the reason.
-func (c *Client) Down() map[string]error {
-	out := map[string]error{}
-	now := time.Now()
-	for _, m := range c.servers {
-		m.mu.Lock()
-		if now.Before(m.downUntil) {
-			out[m.srv.String()] = m.last
-		}
-		m.mu.Unlock()
-	}
-	return out
-}
+func (c *Client) Down() map[string]error { return c.pool.Down() }
 
 // Body is a message to send: Open returns a new reader from the first byte (a failover starts again), Size
 // is its exact length.
@@ -129,71 +83,28 @@ func FileBody(f *os.File) (Body, error) {
 // Do sends req with body to the servers in turn until one answers, and returns the parsed reply and the
 // server. req.ContentLength and req.Compress are set here. Only ErrUnavailable errors fail over; spamd's
 // own error replies are final, except a refusal of compression, which is retried uncompressed.
-func (c *Client) Do(ctx context.Context, req Request, body *Body) (*Response, Server, error) {
-	n := len(c.servers)
-	if n == 0 {
-		return nil, Server{}, fmt.Errorf("%w: no servers configured", ErrUnavailable)
-	}
-	start := int(c.next.Add(1)-1) % n
-	now := time.Now()
-	var up, down []*member
-	for i := 0; i < n; i++ {
-		m := c.servers[(start+i)%n]
-		m.mu.Lock()
-		isDown := now.Before(m.downUntil)
-		m.mu.Unlock()
-		if isDown {
-			down = append(down, m)
-		} else {
-			up = append(up, m)
-		}
-	}
-	var errs []error
-	for _, m := range append(up, down...) {
-		if ctx.Err() != nil {
-			break
-		}
-		resp, err := c.attempt(ctx, m, req, body)
-		if err == nil {
-			m.mu.Lock()
-			m.downUntil = time.Time{}
-			m.mu.Unlock()
-			return resp, m.srv, nil
-		}
-		if !errors.Is(err, ErrUnavailable) {
-			return resp, m.srv, err
-		}
-		m.mu.Lock()
-		m.downUntil, m.last = time.Now().Add(c.retryAfter), err
-		m.mu.Unlock()
-		errs = append(errs, err)
-	}
-	if len(errs) == 0 {
-		return nil, Server{}, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
-	}
-	return nil, Server{}, errors.Join(errs...)
+func (c *Client) Do(ctx context.Context, req Request, body *Body) (*Response, servers.Server, error) {
+	return servers.Try(ctx, c.pool, func(ctx context.Context, srv servers.Server) (*Response, error) {
+		return c.attempt(ctx, srv, req, body)
+	})
 }
 
-func (c *Client) attempt(ctx context.Context, m *member, req Request, body *Body) (*Response, error) {
-	if c.attemptTimeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.attemptTimeout)
-		defer cancel()
-	}
-	useZlib := c.compress && body != nil && !m.noCompress.Load()
-	resp, err := c.exchange(ctx, m.srv, req, body, useZlib)
+// attempt sends req to srv (within the attempt timeout, which Do applies).
+func (c *Client) attempt(ctx context.Context, srv servers.Server, req Request, body *Body) (*Response, error) {
+	useZlib := c.compress && body != nil && !c.noCompress[srv].Load()
+	resp, err := c.exchange(ctx, srv, req, body, useZlib)
 	if useZlib && err != nil && errors.Is(err, ErrSpamd) && resp != nil && resp.Code == 76 &&
 		strings.Contains(strings.ToLower(resp.Message), "compress") {
 		// spamd without Compress::Zlib: remember, and send this one plain.
-		m.noCompress.Store(true)
-		return c.exchange(ctx, m.srv, req, body, false)
+		c.noCompress[srv].Store(true)
+		return c.exchange(ctx, srv, req, body, false)
 	}
 	return resp, err
 }
 
 // exchange sends one request on a new connection and reads the whole reply (spamd closes the connection
 // after it). The context's deadline bounds all of it.
-func (c *Client) exchange(ctx context.Context, srv Server, req Request, body *Body, useZlib bool) (*Response, error) {
+func (c *Client) exchange(ctx context.Context, srv servers.Server, req Request, body *Body, useZlib bool) (*Response, error) {
 	var payload io.Reader
 	req.ContentLength, req.Compress = -1, false
 	if body != nil {
@@ -217,20 +128,14 @@ func (c *Client) exchange(ctx context.Context, srv Server, req Request, body *Bo
 	if err != nil {
 		return nil, err
 	}
-	d := net.Dialer{Timeout: c.connectTimeout}
-	conn, err := d.DialContext(ctx, srv.Network, srv.Addr)
+	conn, done, err := servers.Dial(ctx, ErrUnavailable, srv, c.connectTimeout)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrUnavailable, srv, err)
+		return nil, err
 	}
-	defer conn.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		_ = conn.SetDeadline(dl)
-	}
-	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
+	defer done()
 
 	if _, err := conn.Write(head); err != nil {
-		return nil, ioErr(ctx, srv, "write", err)
+		return nil, servers.IOErr(ctx, ErrUnavailable, srv, "write", err)
 	}
 	if payload != nil {
 		n, err := io.Copy(conn, payload)
@@ -241,7 +146,7 @@ func (c *Client) exchange(ctx context.Context, srv Server, req Request, body *Bo
 				if resp, perr := readResponse(ctx, conn, srv); perr == nil || errors.Is(perr, ErrSpamd) {
 					return resp, perr
 				}
-				return nil, ioErr(ctx, srv, "write", err)
+				return nil, servers.IOErr(ctx, ErrUnavailable, srv, "write", err)
 			}
 			return nil, fmt.Errorf("spamd: reading the message: %w", err)
 		}
@@ -261,10 +166,10 @@ func isConnErr(err error) bool {
 	return strings.Contains(s, "broken pipe") || strings.Contains(s, "connection reset")
 }
 
-func readResponse(ctx context.Context, conn net.Conn, srv Server) (*Response, error) {
+func readResponse(ctx context.Context, conn net.Conn, srv servers.Server) (*Response, error) {
 	data, err := io.ReadAll(io.LimitReader(conn, maxReply+1))
 	if err != nil {
-		return nil, ioErr(ctx, srv, "read", err)
+		return nil, servers.IOErr(ctx, ErrUnavailable, srv, "read", err)
 	}
 	if len(data) > maxReply {
 		return nil, fmt.Errorf("%w: %s: reply longer than %d bytes", ErrProtocol, srv, maxReply)
@@ -279,16 +184,6 @@ func readResponse(ctx context.Context, conn net.Conn, srv Server) (*Response, er
 	return resp, nil
 }
 
-func ioErr(ctx context.Context, srv Server, op string, err error) error {
-	if ctx.Err() != nil {
-		return fmt.Errorf("%w: %s: %s: %w", ErrUnavailable, srv, op, ctx.Err())
-	}
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return fmt.Errorf("%w: %s: %s: %w", ErrUnavailable, srv, op, context.DeadlineExceeded)
-	}
-	return fmt.Errorf("%w: %s: %s: %v", ErrUnavailable, srv, op, err)
-}
-
 // Result is spamd's verdict on a message.
 type Result struct {
 	Spam      bool
@@ -296,7 +191,7 @@ type Result struct {
 	Threshold float64
 	Symbols   []string
 	Report    string // REPORT only
-	Server    Server
+	Server    servers.Server
 }
 
 // Check sends the message with SYMBOLS (or REPORT) and returns spamd's verdict. user is the User header
@@ -368,13 +263,13 @@ func (c *Client) Tell(ctx context.Context, class Class, user string, body Body) 
 
 // Ping asks every server for PONG and returns the first error.
 func (c *Client) Ping(ctx context.Context) error {
-	for _, m := range c.servers {
-		resp, err := c.exchange(ctx, m.srv, Request{Command: CmdPing}, nil, false)
+	for _, srv := range c.pool.Servers() {
+		resp, err := c.exchange(ctx, srv, Request{Command: CmdPing}, nil, false)
 		if err != nil {
 			return err
 		}
 		if resp.Message != "PONG" {
-			return fmt.Errorf("%w: %s: PING answered %q", ErrProtocol, m.srv, printable(resp.Message))
+			return fmt.Errorf("%w: %s: PING answered %q", ErrProtocol, srv, servers.Printable(resp.Message))
 		}
 	}
 	return nil

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/moatmail/moat/scanners/servers"
 )
 
 // fakeRequest is what the fake spamd received.
@@ -28,7 +30,7 @@ type fakeRequest struct {
 // fakeSpamd speaks enough SPAMC to test the client: it parses the request like spamd (exact
 // "Content-length", optional zlib) and answers with respond.
 type fakeSpamd struct {
-	srv     Server
+	srv     servers.Server
 	respond func(req fakeRequest) string
 	silent  bool
 	noZlib  bool
@@ -44,7 +46,7 @@ func startFakeSpamd(t *testing.T, respond func(fakeRequest) string, opts ...func
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fakeSpamd{srv: Server{"tcp", ln.Addr().String()}, respond: respond, done: make(chan struct{})}
+	f := &fakeSpamd{srv: servers.Server{Network: "tcp", Addr: ln.Addr().String()}, respond: respond, done: make(chan struct{})}
 	for _, o := range opts {
 		o(f)
 	}
@@ -134,7 +136,7 @@ func symbolsReply(score float64, syms string) func(fakeRequest) string {
 
 func TestClientSymbols(t *testing.T) {
 	f := startFakeSpamd(t, symbolsReply(1000, "GTUBE,MISSING_DATE"))
-	c := NewClient([]Server{f.srv}, ClientOptions{})
+	c := NewClient([]servers.Server{f.srv}, ClientOptions{})
 	msg := []byte("Subject: x\r\n\r\nbody\r\n")
 	res, err := c.Check(context.Background(), CmdSymbols, "example.com", BytesBody(msg))
 	if err != nil {
@@ -152,7 +154,7 @@ func TestClientSymbols(t *testing.T) {
 
 func TestClientCompress(t *testing.T) {
 	f := startFakeSpamd(t, symbolsReply(0.5, "A"))
-	c := NewClient([]Server{f.srv}, ClientOptions{Compress: true})
+	c := NewClient([]servers.Server{f.srv}, ClientOptions{Compress: true})
 	msg := bytes.Repeat([]byte("compressible line of text\r\n"), 1000)
 	if _, err := c.Check(context.Background(), CmdSymbols, "", BytesBody(msg)); err != nil {
 		t.Fatal(err)
@@ -165,7 +167,7 @@ func TestClientCompress(t *testing.T) {
 
 func TestClientCompressFallsBack(t *testing.T) {
 	f := startFakeSpamd(t, symbolsReply(0.5, "A"), func(f *fakeSpamd) { f.noZlib = true })
-	c := NewClient([]Server{f.srv}, ClientOptions{Compress: true})
+	c := NewClient([]servers.Server{f.srv}, ClientOptions{Compress: true})
 	msg := []byte("Subject: x\r\n\r\nbody\r\n")
 	for i := 0; i < 2; i++ {
 		if _, err := c.Check(context.Background(), CmdSymbols, "", BytesBody(msg)); err != nil {
@@ -179,9 +181,9 @@ func TestClientCompressFallsBack(t *testing.T) {
 }
 
 func TestClientFailover(t *testing.T) {
-	dead := Server{"unix", filepath.Join(t.TempDir(), "none.sock")}
+	dead := servers.Server{Network: "unix", Addr: filepath.Join(t.TempDir(), "none.sock")}
 	live := startFakeSpamd(t, symbolsReply(2, "X"))
-	c := NewClient([]Server{dead, live.srv}, ClientOptions{})
+	c := NewClient([]servers.Server{dead, live.srv}, ClientOptions{})
 	for i := 0; i < 3; i++ {
 		res, err := c.Check(context.Background(), CmdSymbols, "", BytesBody([]byte("m")))
 		if err != nil || res.Server != live.srv {
@@ -196,7 +198,7 @@ func TestClientFailover(t *testing.T) {
 func TestClientSpamdErrorIsFinal(t *testing.T) {
 	a := startFakeSpamd(t, func(fakeRequest) string { return "SPAMD/1.0 76 Bad header line: (Content-Length mismatch)\r\n" })
 	b := startFakeSpamd(t, symbolsReply(2, "X"))
-	c := NewClient([]Server{a.srv, b.srv}, ClientOptions{})
+	c := NewClient([]servers.Server{a.srv, b.srv}, ClientOptions{})
 	_, err := c.Check(context.Background(), CmdSymbols, "", BytesBody([]byte("m")))
 	if !errors.Is(err, ErrSpamd) || !strings.Contains(err.Error(), "Content-Length mismatch") {
 		t.Fatalf("error = %v, want spamd's own error", err)
@@ -208,7 +210,7 @@ func TestClientSpamdErrorIsFinal(t *testing.T) {
 
 func TestClientSilentServerHonoursDeadline(t *testing.T) {
 	f := startFakeSpamd(t, nil, silentSpamd)
-	c := NewClient([]Server{f.srv}, ClientOptions{})
+	c := NewClient([]servers.Server{f.srv}, ClientOptions{})
 	const deadline = 300 * time.Millisecond
 	ctx, cancel := context.WithTimeout(context.Background(), deadline)
 	defer cancel()
@@ -226,12 +228,12 @@ func TestClientRejectsMalformedReply(t *testing.T) {
 	f := startFakeSpamd(t, func(fakeRequest) string {
 		return "SPAMD/1.1 0 EX_OK\r\nContent-length: 99\r\nSpam: True ; 5.0 / 5.0\r\n\r\nX"
 	})
-	c := NewClient([]Server{f.srv}, ClientOptions{})
+	c := NewClient([]servers.Server{f.srv}, ClientOptions{})
 	if _, err := c.Check(context.Background(), CmdSymbols, "", BytesBody([]byte("m"))); !errors.Is(err, ErrProtocol) {
 		t.Fatalf("error = %v, want ErrProtocol", err)
 	}
 	g := startFakeSpamd(t, func(fakeRequest) string { return "SPAMD/1.1 0 EX_OK\r\nContent-length: 1\r\n\r\nX" })
-	c = NewClient([]Server{g.srv}, ClientOptions{})
+	c = NewClient([]servers.Server{g.srv}, ClientOptions{})
 	if _, err := c.Check(context.Background(), CmdSymbols, "", BytesBody([]byte("m"))); !errors.Is(err, ErrProtocol) {
 		t.Fatalf("reply without Spam header: error = %v, want ErrProtocol", err)
 	}
@@ -247,7 +249,7 @@ func TestClientTell(t *testing.T) {
 		}
 		return "SPAMD/1.1 0 EX_OK\r\n\r\n\r\n"
 	})
-	c := NewClient([]Server{f.srv}, ClientOptions{})
+	c := NewClient([]servers.Server{f.srv}, ClientOptions{})
 	for _, cl := range []Class{Spam, Ham, Forget} {
 		changed, err := c.Tell(context.Background(), cl, "", BytesBody([]byte("Subject: x\r\n\r\nb\r\n")))
 		if err != nil || !changed {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/moatmail/moat/config"
+	"github.com/moatmail/moat/scanners/servers"
 	"github.com/moatmail/moat/test/stack"
 )
 
@@ -47,7 +48,7 @@ func TestRealSpamd(t *testing.T) {
 	s := stack.StartSpamd(t)
 	for _, compress := range []bool{false, true} {
 		t.Run(fmt.Sprintf("compress=%v", compress), func(t *testing.T) {
-			c := NewClient([]Server{{"tcp", s.Addr}}, ClientOptions{Compress: compress})
+			c := NewClient([]servers.Server{{Network: "tcp", Addr: s.Addr}}, ClientOptions{Compress: compress})
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
 			if err := c.Ping(ctx); err != nil {
@@ -72,7 +73,7 @@ func TestRealSpamd(t *testing.T) {
 			if err != nil || !rep.Spam || !regexp.MustCompile(`GTUBE`).MatchString(rep.Report) {
 				t.Fatalf("REPORT: %+v, %v", rep, err)
 			}
-			if compress && c.servers[0].noCompress.Load() {
+			if compress && c.noCompress[c.pool.Servers()[0]].Load() {
 				t.Fatal("spamd refused zlib: the requests went uncompressed")
 			}
 		})

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/moatmail/moat/scanners/servers"
 )
 
 // Errors of the client.
@@ -110,7 +112,7 @@ func (r *Response) Symbols() ([]string, error) {
 	for _, p := range parts {
 		p = strings.TrimSpace(p)
 		if !validSymbol(p) {
-			return nil, fmt.Errorf("%w: bad rule name %q in SYMBOLS body", ErrProtocol, printable(p))
+			return nil, fmt.Errorf("%w: bad rule name %q in SYMBOLS body", ErrProtocol, servers.Printable(p))
 		}
 		out = append(out, p)
 	}
@@ -153,13 +155,13 @@ func ParseResponse(data []byte) (*Response, error) {
 	proto, after, _ := strings.Cut(string(line), " ")
 	ver, ok := strings.CutPrefix(proto, "SPAMD/")
 	if !ok || !validVersion(ver) {
-		return nil, fmt.Errorf("%w: bad status line %q", ErrProtocol, printable(string(line)))
+		return nil, fmt.Errorf("%w: bad status line %q", ErrProtocol, servers.Printable(string(line)))
 	}
 	r.Version = ver
 	codeText, msg, _ := strings.Cut(after, " ")
 	code, err := strconv.Atoi(codeText)
 	if err != nil || code < 0 || code > 255 {
-		return nil, fmt.Errorf("%w: bad status code in %q", ErrProtocol, printable(string(line)))
+		return nil, fmt.Errorf("%w: bad status code in %q", ErrProtocol, servers.Printable(string(line)))
 	}
 	r.Code, r.Message = code, strings.TrimSpace(msg)
 	if code != 0 {
@@ -167,20 +169,20 @@ func ParseResponse(data []byte) (*Response, error) {
 		if name == "" {
 			name = strconv.Itoa(code)
 		}
-		return r, fmt.Errorf("%w: %s: %s", ErrSpamd, name, printable(r.Message))
+		return r, fmt.Errorf("%w: %s: %s", ErrSpamd, name, servers.Printable(r.Message))
 	}
 	// Headers up to the empty line. A reply without a header block (PING) ends here.
 	for len(rest) > 0 {
 		line, rest, ok = cutLine(rest)
 		if !ok {
-			return nil, fmt.Errorf("%w: unterminated header line %q", ErrProtocol, printable(string(line)))
+			return nil, fmt.Errorf("%w: unterminated header line %q", ErrProtocol, servers.Printable(string(line)))
 		}
 		if len(line) == 0 {
 			break
 		}
 		name, value, found := strings.Cut(string(line), ":")
 		if !found || name == "" || strings.ContainsAny(name, " \t") {
-			return nil, fmt.Errorf("%w: header line %q not in \"Name: value\" form", ErrProtocol, printable(string(line)))
+			return nil, fmt.Errorf("%w: header line %q not in \"Name: value\" form", ErrProtocol, servers.Printable(string(line)))
 		}
 		r.Headers[strings.ToLower(name)] = strings.TrimSpace(value)
 	}
@@ -188,7 +190,7 @@ func ParseResponse(data []byte) (*Response, error) {
 	if cl, ok := r.Headers["content-length"]; ok {
 		n, err := strconv.ParseInt(cl, 10, 64)
 		if err != nil || n < 0 {
-			return nil, fmt.Errorf("%w: bad Content-length %q", ErrProtocol, printable(cl))
+			return nil, fmt.Errorf("%w: bad Content-length %q", ErrProtocol, servers.Printable(cl))
 		}
 		if n != int64(len(r.Body)) {
 			return nil, fmt.Errorf("%w: Content-length %d but %d body bytes", ErrProtocol, n, len(r.Body))
@@ -206,23 +208,23 @@ func ParseResponse(data []byte) (*Response, error) {
 func (r *Response) parseSpam(v string) error {
 	verdict, nums, ok := strings.Cut(v, ";")
 	if !ok {
-		return fmt.Errorf("%w: Spam header %q without ';'", ErrProtocol, printable(v))
+		return fmt.Errorf("%w: Spam header %q without ';'", ErrProtocol, servers.Printable(v))
 	}
 	switch strings.ToLower(strings.TrimSpace(verdict)) {
 	case "true", "yes":
 		r.Spam = true
 	case "false", "no":
 	default:
-		return fmt.Errorf("%w: Spam header verdict %q", ErrProtocol, printable(verdict))
+		return fmt.Errorf("%w: Spam header verdict %q", ErrProtocol, servers.Printable(verdict))
 	}
 	scoreText, threshText, ok := strings.Cut(nums, "/")
 	if !ok {
-		return fmt.Errorf("%w: Spam header %q without '/'", ErrProtocol, printable(v))
+		return fmt.Errorf("%w: Spam header %q without '/'", ErrProtocol, servers.Printable(v))
 	}
 	score, err1 := parseNumber(scoreText)
 	thresh, err2 := parseNumber(threshText)
 	if err1 != nil || err2 != nil {
-		return fmt.Errorf("%w: Spam header %q: bad number", ErrProtocol, printable(v))
+		return fmt.Errorf("%w: Spam header %q: bad number", ErrProtocol, servers.Printable(v))
 	}
 	r.Score, r.Threshold, r.HasSpam = score, thresh, true
 	return nil
@@ -268,17 +270,4 @@ func cutLine(b []byte) (line, rest []byte, ok bool) {
 		return b, nil, false
 	}
 	return bytes.TrimSuffix(b[:i], []byte("\r")), b[i+1:], true
-}
-
-// printable makes server text safe for logs: printable ASCII, at most 200 bytes.
-func printable(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s) && b.Len() < 200; i++ {
-		c := s[i]
-		if c < 0x20 || c >= 0x7f {
-			c = '?'
-		}
-		b.WriteByte(c)
-	}
-	return b.String()
 }

@@ -38,12 +38,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/moatmail/moat/config"
 	"github.com/moatmail/moat/policy"
+	"github.com/moatmail/moat/scanners/servers"
 )
 
 // Name is the check's registered name.
@@ -72,7 +72,7 @@ type Config struct {
 	// Servers are spamd addresses: "tcp:127.0.0.1:783", "unix:/run/spamd.sock". Required.
 	Servers []string `toml:"servers"`
 	// MaxSize: larger messages are not scored ("500K", the default, as spamc).
-	MaxSize Size `toml:"max_size"`
+	MaxSize config.Size `toml:"max_size"`
 	// User is sent as the "User" header (spamd's per-user configuration and Bayes); "" sends none.
 	User string `toml:"user"`
 	// UserPerDomain sends the recipients' domain as User when all accepted recipients share one domain
@@ -151,13 +151,13 @@ func newClient(sec *config.Section, cfg Config) (*Client, error) {
 	if len(cfg.Servers) == 0 {
 		return nil, errorf(sec, "servers", "at least one spamd server is required (e.g. \"tcp:127.0.0.1:783\")")
 	}
-	var servers []Server
+	var list []servers.Server
 	for i, s := range cfg.Servers {
-		srv, err := ParseServer(s)
+		srv, err := servers.Parse(s)
 		if err != nil {
 			return nil, errorf(sec, fmt.Sprintf("servers[%d]", i), "%v", err)
 		}
-		servers = append(servers, srv)
+		list = append(list, srv)
 	}
 	if cfg.ConnectTimeout <= 0 {
 		return nil, errorf(sec, "connect_timeout", "must be positive")
@@ -167,7 +167,7 @@ func newClient(sec *config.Section, cfg Config) (*Client, error) {
 			return nil, errorf(sec, "user", "must be printable ASCII without spaces")
 		}
 	}
-	return NewClient(servers, ClientOptions{
+	return NewClient(list, ClientOptions{
 		ConnectTimeout: cfg.ConnectTimeout.D(),
 		AttemptTimeout: cfg.AttemptTimeout.D(),
 		RetryAfter:     cfg.RetryAfter.D(),
@@ -267,36 +267,4 @@ func (c *Check) failure(s *policy.Session, err error, elapsed time.Duration) pol
 	f.Verdict = policy.Tempfail
 	f.Reply = policy.Reply{Code: 451, Enhanced: "4.7.1", Text: "Spam scan unavailable, please try again later"}
 	return f
-}
-
-// Size is a byte count written as a string with an optional K, M or G suffix (powers of 1024): "500K".
-type Size int64
-
-// UnmarshalText implements encoding.TextUnmarshaler.
-func (z *Size) UnmarshalText(b []byte) error {
-	n, err := ParseSize(string(b))
-	if err != nil {
-		return err
-	}
-	*z = Size(n)
-	return nil
-}
-
-// ParseSize parses "123", "500K", "25M", "1G" (case-insensitive, optional trailing "B").
-func ParseSize(s string) (int64, error) {
-	t := strings.TrimSuffix(strings.ToUpper(strings.TrimSpace(s)), "B")
-	mult := int64(1)
-	switch {
-	case strings.HasSuffix(t, "K"):
-		mult, t = 1<<10, strings.TrimSuffix(t, "K")
-	case strings.HasSuffix(t, "M"):
-		mult, t = 1<<20, strings.TrimSuffix(t, "M")
-	case strings.HasSuffix(t, "G"):
-		mult, t = 1<<30, strings.TrimSuffix(t, "G")
-	}
-	n, err := strconv.ParseInt(t, 10, 64)
-	if err != nil || n < 0 || n > (1<<62)/mult {
-		return 0, fmt.Errorf("invalid size %q (use e.g. \"500K\", \"25M\")", s)
-	}
-	return n * mult, nil
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/moatmail/moat/config"
 	"github.com/moatmail/moat/policy"
+	"github.com/moatmail/moat/policy/policytest"
 	"github.com/moatmail/moat/scanners/spool"
 )
 
@@ -41,14 +42,7 @@ type session struct {
 
 func runEngine(t *testing.T, conf string, sess session, msg []byte) (policy.Outcome, *policy.Session) {
 	t.Helper()
-	f, err := config.Parse("t.toml", []byte(conf))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := policy.Build(f, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := policytest.Engine(t, conf)
 	t.Cleanup(e.Retire)
 	ctx := context.Background()
 	s := policy.NewSession()
@@ -78,16 +72,6 @@ func runEngine(t *testing.T, conf string, sess session, msg []byte) (policy.Outc
 	sp.Write(msg)
 	e.WriteBody(s, msg)
 	return e.EOM(ctx, s, sp), s
-}
-
-func headers(out policy.Outcome, name string) []string {
-	var vs []string
-	for _, h := range out.AddHeaders {
-		if strings.EqualFold(h.Name, name) {
-			vs = append(vs, h.Value)
-		}
-	}
-	return vs
 }
 
 func TestCheckDecisions(t *testing.T) {
@@ -150,10 +134,10 @@ func TestCheckDecisions(t *testing.T) {
 			if out.Action != policy.ActAccept {
 				return
 			}
-			if got := headers(out, "X-Spam-Status"); strings.Join(got, "|") != strings.Join(tc.wantStatus, "|") {
+			if got := policytest.AddedHeaders(out, "X-Spam-Status"); strings.Join(got, "|") != strings.Join(tc.wantStatus, "|") {
 				t.Fatalf("X-Spam-Status = %q, want %q", got, tc.wantStatus)
 			}
-			if got := headers(out, "X-Spam-Flag"); (len(got) == 1 && got[0] == " YES") != tc.wantFlag || len(got) > 1 {
+			if got := policytest.AddedHeaders(out, "X-Spam-Flag"); (len(got) == 1 && got[0] == " YES") != tc.wantFlag || len(got) > 1 {
 				t.Fatalf("X-Spam-Flag = %q, want flag %v", got, tc.wantFlag)
 			}
 			removed := map[string]bool{}
@@ -195,20 +179,16 @@ func TestUserHeader(t *testing.T) {
 
 func TestSetupErrors(t *testing.T) {
 	tests := []struct{ conf, want string }{
-		{"[checks.spamd]\n", "t.toml:1: checks.spamd.servers: at least one spamd server"},
-		{"[checks.spamd]\nservers = [\"spamd\"]\n", "t.toml:2: checks.spamd.servers[0]"},
-		{"[checks.spamd]\nservers = [\"/s\"]\non_failure = \"reject\"\n", "t.toml:3: checks.spamd.on_failure"},
-		{"[checks.spamd]\nservers = [\"/s\"]\nuser = \"a b\"\n", "t.toml:3: checks.spamd.user"},
-		{"[checks.spamd]\nservers = [\"/s\"]\nmax_size = \"big\"\n", "t.toml:3: checks.spamd.max_size"},
-		{"[checks.spamd]\nservers = [\"/s\"]\nreject_score = 10\n", "t.toml:3: checks.spamd.reject_score: unknown key"},
+		{"[checks.spamd]\n", "moat.toml:1: checks.spamd.servers: at least one spamd server"},
+		{"[checks.spamd]\nservers = [\"spamd\"]\n", "moat.toml:2: checks.spamd.servers[0]"},
+		{"[checks.spamd]\nservers = [\"/s\"]\non_failure = \"reject\"\n", "moat.toml:3: checks.spamd.on_failure"},
+		{"[checks.spamd]\nservers = [\"/s\"]\nuser = \"a b\"\n", "moat.toml:3: checks.spamd.user"},
+		{"[checks.spamd]\nservers = [\"/s\"]\nmax_size = \"big\"\n", "moat.toml:3: checks.spamd.max_size"},
+		{"[checks.spamd]\nservers = [\"/s\"]\nreject_score = 10\n", "moat.toml:3: checks.spamd.reject_score: unknown key"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.want, func(t *testing.T) {
-			f, err := config.Parse("t.toml", []byte(tc.conf))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := policy.Build(f, nil); err == nil || !strings.Contains(err.Error(), tc.want) {
+			if err := policytest.BuildError(t, tc.conf); err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("Build error = %v, want %q", err, tc.want)
 			}
 		})
@@ -217,16 +197,9 @@ func TestSetupErrors(t *testing.T) {
 
 // The example in example.toml must be a valid configuration.
 func TestExampleConfig(t *testing.T) {
-	f, err := config.Load("example.toml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := policy.Build(f, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := policytest.ExampleEngine(t, "example.toml", nil, Name)
 	defer e.Retire()
-	if got := strings.Join(e.Checks(), ","); got != Name || e.Settings.RejectScore != 15 {
-		t.Fatalf("checks = %q, reject_score %v", got, e.Settings.RejectScore)
+	if e.Settings.RejectScore != 15 {
+		t.Fatalf("reject_score %v, want 15", e.Settings.RejectScore)
 	}
 }

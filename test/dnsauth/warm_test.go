@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net/netip"
 	"sort"
 	"strings"
@@ -16,18 +15,13 @@ import (
 	_ "github.com/moatmail/moat/auth/rdns"
 	"github.com/moatmail/moat/auth/resolver/dnstest"
 	_ "github.com/moatmail/moat/auth/spf"
-	"github.com/moatmail/moat/config"
 	"github.com/moatmail/moat/policy"
+	"github.com/moatmail/moat/policy/policytest"
 	_ "github.com/moatmail/moat/rules/dnsbl"
 )
 
 // In-process measurements: the whole DNS check set in one engine against the in-process DNS server, which
 // counts the questions it gets.
-
-type msg []byte
-
-func (m msg) Open() io.Reader { return bytes.NewReader(m) }
-func (m msg) Size() int64     { return int64(len(m)) }
 
 type inproc struct {
 	srv    *dnstest.Server
@@ -67,34 +61,11 @@ func newInproc(t testing.TB) *inproc {
 	}
 	in := &inproc{srv: srv, signed: append([]byte("DKIM-Signature:"+strings.ReplaceAll(sig, "\n", "\r\n")+"\r\n"), m...)}
 	build := func(checks string) *policy.Engine {
-		toml := fmt.Sprintf("[dns]\nservers = [%q]\ntimeout = \"1s\"\n[policy]\nauthserv_id = \"mx.moat.test\"\n%s", srv.Addr, checks)
-		f, err := config.Parse("bench.toml", []byte(toml))
-		if err != nil {
-			t.Fatal(err)
-		}
-		e, err := policy.Build(f, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return e
+		return policytest.Engine(t, fmt.Sprintf("[dns]\nservers = [%q]\ntimeout = \"1s\"\n[policy]\nauthserv_id = \"mx.moat.test\"\n%s", srv.Addr, checks))
 	}
 	in.full = build(strings.Replace(checksConfig, "[checks.rdns]", "[checks.rdns]\nhelo_ptr_mismatch = \"score:1\"", 1))
 	in.base = build("")
 	return in
-}
-
-func headerOf(m []byte) []policy.Header {
-	head, _, _ := bytes.Cut(m, []byte("\r\n\r\n"))
-	var out []policy.Header
-	for _, line := range strings.Split(string(head), "\r\n") {
-		if (strings.HasPrefix(line, " ") || strings.HasPrefix(line, "\t")) && len(out) > 0 {
-			out[len(out)-1].Value += "\r\n" + line
-			continue
-		}
-		name, val, _ := strings.Cut(line, ":")
-		out = append(out, policy.Header{Name: name, Value: val})
-	}
-	return out
 }
 
 // deliver runs one whole SMTP session with one message through e.
@@ -109,21 +80,12 @@ func (in *inproc) deliver(t testing.TB, e *policy.Engine) policy.Outcome {
 	if _, d := e.Rcpt(ctx, s, rcpt, ""); d.Action != policy.ActContinue {
 		t.Fatalf("rcpt: %+v", d)
 	}
-	s.Headers = headerOf(in.signed)
+	s.Headers = policytest.Headers(in.signed)
 	e.Headers(ctx, s)
 	for i := 0; i < len(in.signed); i += 16384 {
 		e.WriteBody(s, in.signed[i:min(i+16384, len(in.signed))])
 	}
-	return e.EOM(ctx, s, msg(in.signed))
-}
-
-func authResults(out policy.Outcome) string {
-	for _, h := range out.InsertHeaders {
-		if h.Name == "Authentication-Results" {
-			return h.Value
-		}
-	}
-	return ""
+	return e.EOM(ctx, s, policytest.Msg(in.signed))
 }
 
 // TestWarmCacheNoRepeatedQueries: the first message asks the DNS; the next ones, within the TTLs, ask
@@ -131,7 +93,7 @@ func authResults(out policy.Outcome) string {
 func TestWarmCacheNoRepeatedQueries(t *testing.T) {
 	in := newInproc(t)
 	out := in.deliver(t, in.full)
-	ar := authResults(out)
+	ar := policytest.AuthResults(out)
 	for _, want := range []string{"iprev=pass", "spf=pass", "dkim=pass", "dmarc=pass"} {
 		if !strings.Contains(ar, want) {
 			t.Fatalf("first message: Authentication-Results %q lacks %q", ar, want)
@@ -152,7 +114,7 @@ func TestWarmCacheNoRepeatedQueries(t *testing.T) {
 	in.srv.ResetCounts()
 	const n = 50
 	for i := 0; i < n; i++ {
-		if ar := authResults(in.deliver(t, in.full)); !strings.Contains(ar, "dkim=pass") || !strings.Contains(ar, "dmarc=pass") {
+		if ar := policytest.AuthResults(in.deliver(t, in.full)); !strings.Contains(ar, "dkim=pass") || !strings.Contains(ar, "dmarc=pass") {
 			t.Fatalf("message %d: %q", i, ar)
 		}
 	}

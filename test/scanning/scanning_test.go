@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moatmail/moat/scanners/servers"
 	"github.com/moatmail/moat/scanners/spamd"
 	"github.com/moatmail/moat/test/stack"
 )
@@ -117,7 +118,7 @@ func parse(t *testing.T, raw []byte) mail.Header {
 // score asks spamd directly (as moat will) what a message scores.
 func score(t *testing.T, addr string, msg []byte) float64 {
 	t.Helper()
-	c := spamd.NewClient([]spamd.Server{{Network: "tcp", Addr: addr}}, spamd.ClientOptions{})
+	c := spamd.NewClient([]servers.Server{{Network: "tcp", Addr: addr}}, spamd.ClientOptions{})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	res, err := c.Check(ctx, spamd.CmdSymbols, "", spamd.BytesBody(bytes.ReplaceAll(msg, []byte("\r\n"), []byte("\n"))))

@@ -91,6 +91,12 @@ func (s *Server) Close() {
 	_ = s.tcp.Shutdown()
 }
 
+// Table returns a [dns] table of moat's configuration that sends the resolver to s, with the given timeout
+// per query ("200ms") and no retries. It is four lines long.
+func (s *Server) Table(timeout string) string {
+	return fmt.Sprintf("[dns]\nservers = [%q]\ntimeout = %q\nretries = 0\n", s.Addr, timeout)
+}
+
 // Add adds one record given as a zone-file line.
 func (s *Server) Add(record string) error {
 	rr, err := dns.NewRR(record)

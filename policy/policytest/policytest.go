@@ -1,0 +1,148 @@
+// Package policytest has helpers for tests of checks: it builds an engine from configuration text, holds a
+// message in memory, splits a header block as the milter hands it over, picks the headers an outcome adds,
+// and builds an engine from a check's example.toml.
+//
+// # Configuration text
+//
+// [Parse], [Engine] and [BuildError] read the text as if from a file named "moat.toml", so errors read
+// "moat.toml:LINE: KEY: …". Most tests start the text with [Policy], which fixes the authserv-id that
+// Authentication-Results and the trace header name, so that they do not depend on the host name.
+package policytest
+
+import (
+	"bytes"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/moatmail/moat/config"
+	"github.com/moatmail/moat/policy"
+)
+
+// FileName is the name configuration text is parsed under.
+const FileName = "moat.toml"
+
+// Policy is a [policy] table that sets authserv_id = "mx.test". It is two lines long and leaves the table
+// open, so that a test can add [policy] keys right after it.
+const Policy = "[policy]\nauthserv_id = \"mx.test\"\n"
+
+// Parse parses text as the configuration file moat.toml; a syntax error fails the test.
+func Parse(t testing.TB, text string) *config.File {
+	t.Helper()
+	f, err := config.Parse(FileName, []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// Engine builds an engine from the configuration text with the default logger; any error fails the test.
+func Engine(t testing.TB, text string) *policy.Engine {
+	t.Helper()
+	e, err := policy.Build(Parse(t, text), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// BuildError returns the error policy.Build gives for the configuration text (nil when it builds), for tests
+// of configuration errors. A syntax error fails the test: it would hide the error under test.
+func BuildError(t testing.TB, text string) error {
+	t.Helper()
+	_, err := policy.Build(Parse(t, text), nil)
+	return err
+}
+
+// Msg is a message held in memory; it implements policy.Message.
+type Msg []byte
+
+// Open implements policy.Message.
+func (m Msg) Open() io.Reader { return bytes.NewReader(m) }
+
+// Size implements policy.Message.
+func (m Msg) Size() int64 { return int64(len(m)) }
+
+// Headers splits the header block of m (CRLF line ends) as the milter hands it over: each field's name, and
+// its raw value after the colon, with continuation lines kept.
+func Headers(m []byte) []policy.Header {
+	head, _, _ := bytes.Cut(m, []byte("\r\n\r\n"))
+	var out []policy.Header
+	for _, line := range strings.Split(string(head), "\r\n") {
+		if (strings.HasPrefix(line, " ") || strings.HasPrefix(line, "\t")) && len(out) > 0 {
+			out[len(out)-1].Value += "\r\n" + line
+			continue
+		}
+		name, val, _ := strings.Cut(line, ":")
+		out = append(out, policy.Header{Name: name, Value: val})
+	}
+	return out
+}
+
+// AuthResults returns the value of the Authentication-Results field that the engine inserts into an accepted
+// message, "" when there is none.
+func AuthResults(out policy.Outcome) string {
+	for _, h := range out.InsertHeaders {
+		if h.Name == "Authentication-Results" {
+			return h.Value
+		}
+	}
+	return ""
+}
+
+// AddedHeaders returns the values of the fields named name (in any case) that out appends to the header
+// block, in order.
+func AddedHeaders(out policy.Outcome, name string) []string {
+	var vs []string
+	for _, h := range out.AddHeaders {
+		if strings.EqualFold(h.Name, name) {
+			vs = append(vs, h.Value)
+		}
+	}
+	return vs
+}
+
+// etcPath matches the paths of list and key files in the examples.
+var etcPath = regexp.MustCompile(`/etc/moat/[^"'\s]+`)
+
+// ExampleEngine builds an engine from the example configuration at path (a check's example.toml, the snippet
+// for moat.example.toml), so that the example cannot rot. Every /etc/moat/… path in it, commented out or not,
+// is replaced by a temporary file with the content that files gives for the path's base name; a path that
+// files does not know fails the test. The example is read as it stands, under its own name, so errors give
+// its lines. The test fails unless the engine's enabled checks are exactly wantChecks, in run order.
+func ExampleEngine(t testing.TB, path string, files map[string]string, wantChecks ...string) *policy.Engine {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	text := etcPath.ReplaceAllStringFunc(string(data), func(p string) string {
+		name := filepath.Base(p)
+		content, ok := files[name]
+		if !ok {
+			t.Fatalf("%s names %s, which the test does not know", path, p)
+		}
+		out := filepath.Join(dir, name)
+		if err := os.WriteFile(out, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	})
+	f, err := config.Parse(path, []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := policy.Build(f, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := e.Checks(); !slices.Equal(got, wantChecks) {
+		t.Errorf("checks %v, want %v", got, wantChecks)
+	}
+	return e
+}
