@@ -306,3 +306,25 @@ func TestConnectStageFactsSurviveNewMessage(t *testing.T) {
 		t.Error("a message fact survived into the next message")
 	}
 }
+
+func TestSharedServiceBuildMayRegisterClosers(t *testing.T) {
+	env := NewEnv(nil, nil)
+	closed := 0
+	builds := 0
+	for i := 0; i < 3; i++ {
+		v, err := env.Shared("svc", func() (any, error) {
+			builds++
+			env.OnClose(func() error { closed++; return nil })
+			return "service", nil
+		})
+		if err != nil || v != "service" {
+			t.Fatalf("Shared = %v, %v", v, err)
+		}
+	}
+	if builds != 1 {
+		t.Errorf("built %d times, want once", builds)
+	}
+	if err := env.close(); err != nil || closed != 1 {
+		t.Errorf("close: %v, closers run %d times", err, closed)
+	}
+}

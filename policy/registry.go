@@ -70,7 +70,7 @@ type Env struct {
 	Logger *slog.Logger
 
 	mu      sync.Mutex
-	shared  map[string]any
+	shared  map[string]*sharedService
 	closers []func() error
 }
 
@@ -79,23 +79,27 @@ func NewEnv(f *config.File, logger *slog.Logger) *Env {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &Env{Config: f, Logger: logger, shared: map[string]any{}}
+	return &Env{Config: f, Logger: logger, shared: map[string]*sharedService{}}
 }
 
-// Shared returns the service stored under key, building it with build the first time. Services that need
-// closing register with OnClose.
+// Shared returns the service stored under key, building it with build the first time; concurrent callers
+// wait for that one build. build may call OnClose (and Shared for other keys): no lock is held while it runs.
 func (e *Env) Shared(key string, build func() (any, error)) (any, error) {
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	if v, ok := e.shared[key]; ok {
-		return v, nil
+	sh, ok := e.shared[key]
+	if !ok {
+		sh = &sharedService{}
+		e.shared[key] = sh
 	}
-	v, err := build()
-	if err != nil {
-		return nil, err
-	}
-	e.shared[key] = v
-	return v, nil
+	e.mu.Unlock()
+	sh.once.Do(func() { sh.v, sh.err = build() })
+	return sh.v, sh.err
+}
+
+type sharedService struct {
+	once sync.Once
+	v    any
+	err  error
 }
 
 // OnClose registers f to run when the configuration is retired.
