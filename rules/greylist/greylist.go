@@ -1,0 +1,366 @@
+// Package greylist implements greylisting: the first delivery attempt of an unknown (client network, sender,
+// recipient) triplet gets a temporary failure at RCPT time, and a retry after the delay passes. Real MTAs
+// retry (RFC 5321 section 4.5.4.1); most spam software does not. RFC 6647 describes the technique and its
+// trade-offs.
+//
+// # Triplet
+//
+// The client part is the client's network (IPv4 /24 and IPv6 /64 by default) or, when SPF passed, the
+// sender's domain ("spf:example.com"), so a provider retrying from another address of its pool passes on its
+// first retry. The sender is normalised by [NormalizeSender] (BATV, SRS, VERP and +extensions removed; the
+// null sender keyed on the HELO name). The recipient is the lower-cased address. Each recipient is decided
+// on its own.
+//
+// # Timing
+//
+// A retry at least delay (5m) after the first attempt and within window (2d) passes and is recorded; a passed
+// triplet is forgotten after expiry (35d) without traffic. A client key that passed auto_whitelist (5)
+// triplets, counting at most one pass per auto_whitelist_interval (1h), is no longer greylisted until it is
+// quiet for expiry.
+//
+// # Skipped
+//
+// Authenticated clients, trusted networks ("relay/trusted"), DNSWL hits ("dnsbl/allow"), local submissions
+// (no client IP), recipients already refused by an earlier check, and messages an anti-spam check already
+// rejects. White-listed senders are skipped by the engine (the check is of kind antispam). With
+// suspicious_only, clients with forward-confirmed reverse DNS that also pass SPF are skipped. Every setting
+// can be changed per recipient domain under [checks.greylist.domains."example.org"].
+//
+// # State
+//
+// Decisions go to the state store ([store]): SQLite by default, Redis to share greylisting between MX hosts.
+// When the store fails, on_error decides: "accept" (default; the message goes through and the error is
+// logged, since a tempfail storm would delay all mail) or "tempfail".
+//
+// A message that passes after a delay gets "X-Greylist: delayed N seconds by moat-VERSION; DATE", after
+// milter-greylist's header, once per message. `moat scan` (session fact "moat/dry-state" = "yes") computes
+// the decision without changing the stored state.
+package greylist
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/moatmail/moat/config"
+	"github.com/moatmail/moat/policy"
+	"github.com/moatmail/moat/store"
+)
+
+// Name is the check's name.
+const Name = "greylist"
+
+// HeaderName is the header added to messages that passed after a delay.
+const HeaderName = "X-Greylist"
+
+// Reasons, for logs and the trace header.
+const (
+	ReasonGreylisted    = "greylisted"
+	ReasonPassed        = "passed"
+	ReasonKnown         = "known"
+	ReasonWhitelisted   = "auto-whitelisted"
+	ReasonStoreError    = "store-error"
+	ReasonAuthenticated = "authenticated"
+	ReasonTrusted       = "trusted-network"
+	ReasonDNSWL         = "dnswl"
+	ReasonNotSuspicious = "not-suspicious"
+	ReasonDomainOff     = "domain-off"
+	ReasonLocal         = "local-submission"
+	ReasonRefused       = "refused-anyway"
+)
+
+// StatusGreylisted is the status of a greylisted recipient.
+const StatusGreylisted policy.Status = "greylisted"
+
+// clock is the time source; tests replace it.
+var clock = time.Now
+
+func init() {
+	policy.Register(Name, setup)
+}
+
+// Config is the [checks.greylist] table.
+type Config struct {
+	Delay                 config.Duration `toml:"delay"`
+	Window                config.Duration `toml:"window"`
+	Expiry                config.Duration `toml:"expiry"`
+	IPv4Prefix            int             `toml:"ipv4_prefix"`
+	IPv6Prefix            int             `toml:"ipv6_prefix"`
+	GroupBySPF            bool            `toml:"group_by_spf_domain"`
+	AutoWhitelist         int             `toml:"auto_whitelist"`
+	AutoWhitelistInterval config.Duration `toml:"auto_whitelist_interval"`
+	SuspiciousOnly        bool            `toml:"suspicious_only"`
+	// Text is the reply text; "{seconds}" is replaced by the wait. The enhanced code 4.7.1 is added.
+	Text    string `toml:"text"`
+	OnError string `toml:"on_error"`
+	Header  bool   `toml:"header"`
+	// Domains overrides settings per recipient domain (and its subdomains).
+	Domains map[string]DomainConfig `toml:"domains"`
+}
+
+// DomainConfig overrides settings for one recipient domain; unset keys keep the check's values.
+type DomainConfig struct {
+	Enabled        *bool            `toml:"enabled"`
+	SuspiciousOnly *bool            `toml:"suspicious_only"`
+	Delay          *config.Duration `toml:"delay"`
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		Delay:                 config.Duration(5 * time.Minute),
+		Window:                config.Duration(48 * time.Hour),
+		Expiry:                config.Duration(35 * 24 * time.Hour),
+		IPv4Prefix:            24,
+		IPv6Prefix:            64,
+		GroupBySPF:            true,
+		AutoWhitelist:         5,
+		AutoWhitelistInterval: config.Duration(time.Hour),
+		Text:                  "Greylisted, please try again in {seconds} seconds",
+		OnError:               "accept",
+		Header:                true,
+	}
+}
+
+// DecodeConfig reads and validates a [checks.greylist] table (without the engine's keys).
+func DecodeConfig(sec *config.Section) (Config, error) {
+	cfg := DefaultConfig()
+	if err := sec.Decode(&cfg); err != nil {
+		return cfg, err
+	}
+	switch {
+	case cfg.Delay <= 0:
+		return cfg, sec.Errorf("delay", "must be positive")
+	case cfg.Window <= cfg.Delay:
+		return cfg, sec.Errorf("window", "must be longer than delay (%v)", cfg.Delay)
+	case cfg.Expiry <= 0:
+		return cfg, sec.Errorf("expiry", "must be positive")
+	case cfg.IPv4Prefix < 1 || cfg.IPv4Prefix > 32:
+		return cfg, sec.Errorf("ipv4_prefix", "must be between 1 and 32")
+	case cfg.IPv6Prefix < 1 || cfg.IPv6Prefix > 128:
+		return cfg, sec.Errorf("ipv6_prefix", "must be between 1 and 128")
+	case cfg.AutoWhitelist < 0:
+		return cfg, sec.Errorf("auto_whitelist", "must not be negative (0 turns it off)")
+	case cfg.AutoWhitelistInterval < 0:
+		return cfg, sec.Errorf("auto_whitelist_interval", "must not be negative")
+	case cfg.OnError != "accept" && cfg.OnError != "tempfail":
+		return cfg, sec.Errorf("on_error", "must be \"accept\" or \"tempfail\", not %q", cfg.OnError)
+	case cfg.Text == "" || strings.ContainsAny(cfg.Text, "\r\n"):
+		return cfg, sec.Errorf("text", "must be one non-empty line")
+	}
+	for d, dc := range cfg.Domains {
+		if dc.Delay != nil && (*dc.Delay <= 0 || *dc.Delay >= cfg.Window) {
+			return cfg, sec.Errorf("domains", "%s: delay must be positive and shorter than window", d)
+		}
+	}
+	return cfg, nil
+}
+
+// Check is the greylisting check.
+type Check struct {
+	cfg Config
+	st  store.Store
+	log *slog.Logger
+	now func() time.Time
+}
+
+func setup(sec *config.Section, env *policy.Env) (policy.Check, error) {
+	cfg, err := DecodeConfig(sec)
+	if err != nil {
+		return nil, err
+	}
+	st, err := store.FromEnv(env)
+	if err != nil {
+		return nil, err
+	}
+	return New(cfg, st, env.Logger, clock), nil
+}
+
+// New returns a check over a store; now is the clock (time.Now in production).
+func New(cfg Config, st store.Store, log *slog.Logger, now func() time.Time) *Check {
+	if log == nil {
+		log = slog.Default()
+	}
+	if now == nil {
+		now = time.Now
+	}
+	norm := make(map[string]DomainConfig, len(cfg.Domains))
+	for d, dc := range cfg.Domains {
+		norm[policy.NormalizeDomain(d)] = dc
+	}
+	cfg.Domains = norm
+	return &Check{cfg: cfg, st: st, log: log, now: now}
+}
+
+// Name implements policy.Check.
+func (c *Check) Name() string { return Name }
+
+// Kind implements policy.Check: white-listed senders are not greylisted.
+func (c *Check) Kind() policy.Kind { return policy.KindAntispam }
+
+// OwnedHeaders implements policy.HeaderOwner: incoming X-Greylist headers are removed.
+func (c *Check) OwnedHeaders() []string { return []string{HeaderName} }
+
+// params returns the store parameters with the delay of the recipient domain.
+func (c *Check) params(delay time.Duration) store.GreyParams {
+	return store.GreyParams{Delay: delay, Window: c.cfg.Window.D(), Expiry: c.cfg.Expiry.D(),
+		AutoWhitelist: c.cfg.AutoWhitelist, AutoWhitelistInterval: c.cfg.AutoWhitelistInterval.D()}
+}
+
+// domain returns the effective settings for a recipient domain: the closest configured parent wins.
+func (c *Check) domain(d string) (enabled, suspiciousOnly bool, delay time.Duration) {
+	enabled, suspiciousOnly, delay = true, c.cfg.SuspiciousOnly, c.cfg.Delay.D()
+	for d != "" {
+		if dc, ok := c.cfg.Domains[d]; ok {
+			if dc.Enabled != nil {
+				enabled = *dc.Enabled
+			}
+			if dc.SuspiciousOnly != nil {
+				suspiciousOnly = *dc.SuspiciousOnly
+			}
+			if dc.Delay != nil {
+				delay = dc.Delay.D()
+			}
+			return
+		}
+		i := strings.IndexByte(d, '.')
+		if i < 0 {
+			break
+		}
+		d = d[i+1:]
+	}
+	return
+}
+
+func skipped(reason string) []policy.Finding {
+	return []policy.Finding{{Status: policy.StatusSkipped, Reason: reason}}
+}
+
+// Rcpt implements policy.RcptChecker: one decision per recipient.
+func (c *Check) Rcpt(ctx context.Context, s *policy.Session, r *policy.Recipient) []policy.Finding {
+	switch {
+	case s.Auth.Authenticated():
+		return skipped(ReasonAuthenticated)
+	case s.Get("relay/trusted") == "yes":
+		return skipped(ReasonTrusted)
+	case s.Get("dnsbl/allow") == "yes":
+		return skipped(ReasonDNSWL)
+	case !s.ClientIP.IsValid():
+		return skipped(ReasonLocal)
+	case refused(s, r):
+		// Do not record triplets for recipients that are refused anyway (a dictionary attack would fill
+		// the store).
+		return skipped(ReasonRefused)
+	}
+	enabled, suspiciousOnly, delay := c.domain(r.Addr.Domain)
+	if !enabled {
+		return skipped(ReasonDomainOff)
+	}
+	spfPass := s.Get("spf/result") == "pass"
+	if suspiciousOnly && spfPass && s.Get("rdns/fcrdns") == "pass" {
+		return skipped(ReasonNotSuspicious)
+	}
+	spfDomain := ""
+	if c.cfg.GroupBySPF && spfPass {
+		spfDomain = s.Get("spf/domain")
+	}
+	req := store.GreyRequest{
+		Triplet: store.Triplet{
+			Client: ClientKey(s.ClientIP, c.cfg.IPv4Prefix, c.cfg.IPv6Prefix, spfDomain),
+			Sender: NormalizeSender(s.From, s.Helo),
+			Rcpt:   strings.ToLower(r.Addr.String()),
+		},
+		IP:       s.ClientIP.String(),
+		Helo:     cleanHelo(s.Helo),
+		Now:      c.now(),
+		Params:   c.params(delay),
+		ReadOnly: s.Get("moat/dry-state") == "yes",
+	}
+	res, err := c.st.Greylist(ctx, req)
+	detail := fmt.Sprintf("client=%s sender=%s rcpt=%s id=%s", req.Client, req.Sender, req.Rcpt, req.ID())
+	if req.ReadOnly {
+		detail += " read-only"
+	}
+	if err != nil {
+		if c.cfg.OnError == "tempfail" {
+			f := policy.Tempfailf(policy.StatusTempError, ReasonStoreError, 451, "4.3.0",
+				"Temporary local problem, please try again later")
+			f.Err, f.Detail = err, detail
+			return []policy.Finding{f}
+		}
+		return []policy.Finding{{Status: policy.StatusTempError, Reason: ReasonStoreError, Err: err,
+			Detail: detail + " (accepted: on_error = accept)"}}
+	}
+	detail += " outcome=" + string(res.Outcome)
+	switch res.Outcome {
+	case store.GreyNew, store.GreyEarly:
+		secs := int(math.Ceil(res.Wait.Seconds()))
+		if secs < 1 {
+			secs = 1
+		}
+		// 451 asks the client to retry (RFC 5321 section 4.2.1: 4yz transient negative completion); 4.7.1 is
+		// "delivery not authorized, message refused", a policy status (RFC 3463 section 3.8).
+		f := policy.Finding{Status: StatusGreylisted, Verdict: policy.Tempfail, Reason: ReasonGreylisted,
+			Detail: fmt.Sprintf("%s attempts=%d wait=%ds", detail, res.Entry.Attempts, secs),
+			Reply: policy.Reply{Code: 451, Enhanced: "4.7.1",
+				Text: strings.ReplaceAll(c.cfg.Text, "{seconds}", strconv.Itoa(secs))}}
+		return []policy.Finding{f}
+	case store.GreyFirstPass:
+		f := policy.Finding{Status: policy.StatusPass, Reason: ReasonPassed,
+			Detail: fmt.Sprintf("%s delayed=%ds", detail, int(res.Delayed.Seconds()))}
+		if c.cfg.Header && !headerAdded(s, r) {
+			f.AddHeaders = []policy.Header{{Name: HeaderName, Value: HeaderValue(res.Delayed, req.Now)}}
+		}
+		return []policy.Finding{f}
+	case store.GreyWhitelisted:
+		return []policy.Finding{{Status: policy.StatusPass, Reason: ReasonWhitelisted,
+			Detail: fmt.Sprintf("%s client-passes=%d", detail, res.ClientCount)}}
+	default:
+		return []policy.Finding{{Status: policy.StatusPass, Reason: ReasonKnown, Detail: detail}}
+	}
+}
+
+// HeaderValue is the value of X-Greylist (with its leading space), after milter-greylist's
+// "Delayed for … by milter-greylist-VERSION; DATE"; the date is RFC 5322 section 3.3 date-time.
+func HeaderValue(delayed time.Duration, now time.Time) string {
+	return fmt.Sprintf(" delayed %d seconds by moat-%s; %s", int(delayed.Seconds()), policy.Version,
+		now.Format(time.RFC1123Z))
+}
+
+// refused reports whether an earlier check refused this recipient, or an anti-spam check refuses the whole
+// message (those rejections are applied at RCPT).
+func refused(s *policy.Session, r *policy.Recipient) bool {
+	for _, f := range r.Findings {
+		if f.Verdict == policy.Reject || f.Verdict == policy.Tempfail {
+			return true
+		}
+	}
+	for _, f := range s.Findings() {
+		if f.Kind == policy.KindAntispam && f.Verdict == policy.Reject {
+			return true
+		}
+	}
+	return false
+}
+
+// headerAdded reports whether an accepted earlier recipient of this message already carries our header.
+func headerAdded(s *policy.Session, r *policy.Recipient) bool {
+	for _, o := range s.Rcpts {
+		if o == r {
+			break
+		}
+		if !o.Accepted() {
+			continue
+		}
+		for _, f := range o.Findings {
+			if f.Check == Name && len(f.AddHeaders) > 0 {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -1,0 +1,207 @@
+package store
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"time"
+)
+
+// Triplet identifies a greylisting record: who sends (the client network or, with SPF, the sender's domain),
+// the normalised envelope sender and the recipient. The store keeps the parts as given; normalising them is
+// the caller's business.
+type Triplet struct {
+	Client string // e.g. "192.0.2.0/24", "2001:db8::/64" or "spf:example.com"
+	Sender string // normalised envelope sender; "<>@helo" for the null sender
+	Rcpt   string // recipient, lower case
+}
+
+// ID is the triplet's stable identifier: 32 hex digits of SHA-256 over the three parts.
+func (t Triplet) ID() string {
+	h := sha256.New()
+	h.Write([]byte(t.Client))
+	h.Write([]byte{0})
+	h.Write([]byte(t.Sender))
+	h.Write([]byte{0})
+	h.Write([]byte(t.Rcpt))
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// GreyState is the state of a triplet.
+type GreyState string
+
+// Triplet states.
+const (
+	GreyPending GreyState = "pending" // seen, not yet retried after the delay
+	GreyPassed  GreyState = "passed"  // retried in time (or released); delivered until it expires
+)
+
+// GreyEntry is one stored triplet.
+type GreyEntry struct {
+	ID string
+	Triplet
+	IP, Helo  string // of the latest attempt, for operators
+	State     GreyState
+	FirstSeen time.Time // first attempt
+	LastSeen  time.Time // latest attempt
+	PassedAt  time.Time // when it passed (zero while pending)
+	Attempts  int       // attempts counted while pending, the first included
+	Passes    int       // messages let through after it passed (0 right after a release)
+	Expires   time.Time // pending: first attempt + window; passed: latest pass + expiry
+}
+
+// ClientEntry is the auto-whitelist record of one client key.
+type ClientEntry struct {
+	Client    string
+	Count     int       // triplets that passed, counting at most one per interval
+	LastCount time.Time // when Count last went up
+	LastSeen  time.Time
+	Expires   time.Time
+}
+
+// GreyParams are the greylisting timings.
+type GreyParams struct {
+	Delay  time.Duration // a retry passes once this long after the first attempt
+	Window time.Duration // a pending triplet is forgotten this long after the first attempt
+	Expiry time.Duration // a passed triplet (or white-listed client) is forgotten after this long without traffic
+	// AutoWhitelist is the number of passes after which a client key is no longer greylisted; 0 turns
+	// auto-whitelisting off.
+	AutoWhitelist int
+	// AutoWhitelistInterval: passes of one client count at most once per interval.
+	AutoWhitelistInterval time.Duration
+}
+
+// GreyRequest asks for one greylisting decision.
+type GreyRequest struct {
+	Triplet
+	IP, Helo string // recorded for operators
+	Now      time.Time
+	Params   GreyParams
+	// ReadOnly computes the decision without changing anything (moat scan).
+	ReadOnly bool
+}
+
+// GreyOutcome is the result of a decision.
+type GreyOutcome string
+
+// Outcomes. New and Early ask the client to retry; the others let the message through.
+const (
+	GreyNew         GreyOutcome = "new"         // first attempt: a pending record was created
+	GreyEarly       GreyOutcome = "early"       // retried before the delay was over
+	GreyFirstPass   GreyOutcome = "passed"      // retried after the delay and inside the window: passes now
+	GreyKnown       GreyOutcome = "known"       // the triplet passed before
+	GreyWhitelisted GreyOutcome = "whitelisted" // the client key is auto-white-listed
+)
+
+// GreyResult is a decision.
+type GreyResult struct {
+	Outcome GreyOutcome
+	Entry   GreyEntry     // the triplet after the decision (zero for GreyWhitelisted)
+	Wait    time.Duration // New, Early: how long until a retry passes
+	Delayed time.Duration // FirstPass: how long the triplet was held up
+	// ClientCount is the client key's count of passes after the decision (when auto-whitelisting is on).
+	ClientCount int
+}
+
+// Pass reports whether the message may go through.
+func (r GreyResult) Pass() bool {
+	return r.Outcome == GreyFirstPass || r.Outcome == GreyKnown || r.Outcome == GreyWhitelisted
+}
+
+// decide is the greylisting state machine, shared by the SQLite backend (which runs it inside a write
+// transaction) and mirrored line by line in the Redis backend's Lua script. rec and cl are the stored records
+// (nil when absent); the returned records are what to write (nil: leave unchanged).
+func decide(rec *GreyEntry, cl *ClientEntry, req GreyRequest) (newRec *GreyEntry, newCl *ClientEntry, res GreyResult) {
+	now, p := req.Now, req.Params
+	if cl != nil && !now.Before(cl.Expires) {
+		cl = nil
+	}
+	if rec != nil && !now.Before(rec.Expires) {
+		rec = nil
+	}
+	if p.AutoWhitelist > 0 && cl != nil && cl.Count >= p.AutoWhitelist {
+		c := *cl
+		c.LastSeen, c.Expires = now, now.Add(p.Expiry)
+		return nil, &c, GreyResult{Outcome: GreyWhitelisted, ClientCount: c.Count}
+	}
+	var e GreyEntry
+	if rec == nil {
+		e = GreyEntry{ID: req.ID(), Triplet: req.Triplet, State: GreyPending, FirstSeen: now, Attempts: 1,
+			Expires: now.Add(p.Window)}
+		res.Outcome = GreyNew
+	} else {
+		e = *rec
+		switch {
+		case e.State == GreyPending && now.Before(e.FirstSeen.Add(p.Delay)):
+			e.Attempts++
+			res.Outcome = GreyEarly
+		case e.State == GreyPending:
+			e.Attempts++
+			e.State, e.PassedAt, e.Passes = GreyPassed, now, 1
+			e.Expires = now.Add(p.Expiry)
+			res.Outcome = GreyFirstPass
+		case e.Passes == 0: // released by an operator: this is the first message through
+			e.Passes = 1
+			e.Expires = now.Add(p.Expiry)
+			res.Outcome = GreyFirstPass
+		default:
+			e.Passes++
+			e.Expires = now.Add(p.Expiry)
+			res.Outcome = GreyKnown
+		}
+	}
+	e.LastSeen, e.IP, e.Helo = now, req.IP, req.Helo
+	switch res.Outcome {
+	case GreyNew, GreyEarly:
+		res.Wait = e.FirstSeen.Add(p.Delay).Sub(now)
+	case GreyFirstPass:
+		res.Delayed = now.Sub(e.FirstSeen)
+	}
+	if res.Pass() && p.AutoWhitelist > 0 {
+		var c ClientEntry
+		if cl == nil {
+			c = ClientEntry{Client: req.Client, Count: 1, LastCount: now}
+			if res.Outcome != GreyFirstPass {
+				c.Count, c.LastCount = 0, time.Time{}
+			}
+		} else {
+			c = *cl
+			// Only a triplet passing for the first time counts (N different triplets); a known one keeps
+			// the record alive.
+			if res.Outcome == GreyFirstPass && !now.Before(c.LastCount.Add(p.AutoWhitelistInterval)) {
+				c.Count++
+				c.LastCount = now
+			}
+		}
+		c.LastSeen, c.Expires = now, now.Add(p.Expiry)
+		newCl = &c
+		res.ClientCount = c.Count
+	} else if cl != nil {
+		res.ClientCount = cl.Count
+	}
+	res.Entry = e
+	return &e, newCl, res
+}
+
+// finishResult fills Wait and Delayed from an entry, for backends that compute the state elsewhere.
+func finishResult(res *GreyResult, req GreyRequest) {
+	switch res.Outcome {
+	case GreyNew, GreyEarly:
+		res.Wait = res.Entry.FirstSeen.Add(req.Params.Delay).Sub(req.Now)
+	case GreyFirstPass:
+		res.Delayed = req.Now.Sub(res.Entry.FirstSeen)
+	}
+}
+
+func ms(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+func fromMS(v int64) time.Time {
+	if v == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(v)
+}
