@@ -194,8 +194,6 @@ func Load(ctx context.Context, f *config.File) (Store, error) {
 // FromEnv returns the configuration's store, opened once per configuration and shared by every check that
 // asks; it closes when the configuration is retired. For SQLite it also starts the purge timer.
 func FromEnv(env *policy.Env) (Store, error) {
-	built := false
-	var stop func()
 	v, err := env.Shared("store", func() (any, error) {
 		cfg, err := Decode(env.Config)
 		if err != nil {
@@ -203,7 +201,11 @@ func FromEnv(env *policy.Env) (Store, error) {
 		}
 		st, err := Open(context.Background(), cfg)
 		if err != nil {
-			return nil, env.Config.Section("store").Errorf("path", "%v", err)
+			key := "path"
+			if cfg.Backend == "redis" {
+				key = "redis_addr"
+			}
+			return nil, env.Config.Section("store").Errorf(key, "%v", err)
 		}
 		if rs, ok := st.(*Redis); ok {
 			ctx, cancel := context.WithTimeout(context.Background(), cfg.RedisTimeout.D())
@@ -212,7 +214,7 @@ func FromEnv(env *policy.Env) (Store, error) {
 			}
 			cancel()
 		}
-		stop = func() {}
+		stop := func() {}
 		if st.Backend() == "sqlite" && cfg.PurgeInterval > 0 {
 			stop = startPurger(st, cfg.PurgeInterval.D(), func(n int, err error) {
 				if err != nil {
@@ -222,21 +224,16 @@ func FromEnv(env *policy.Env) (Store, error) {
 				}
 			})
 		}
-		built = true
+		env.OnClose(func() error {
+			stop()
+			return st.Close()
+		})
 		return st, nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	st := v.(Store)
-	if built {
-		// Registered outside the build function: Env.Shared holds the lock OnClose takes.
-		env.OnClose(func() error {
-			stop()
-			return st.Close()
-		})
-	}
-	return st, nil
+	return v.(Store), nil
 }
 
 // startPurger runs Purge every interval until the returned stop function is called.
