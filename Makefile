@@ -24,16 +24,16 @@ test:
 ## bench: benchmarks, each a ratio against a baseline measured in the same run (the machine is shared and noisy)
 bench:
 	@echo "== barring: 10,000 addresses through a 1,000-line list; linear matching on pathological patterns"
-	$(GO) test -run '^$$' -bench . -benchmem ./rules/barring/
+	$(GO) test -p 1 -run '^$$' -bench . -benchmem ./rules/barring/
 	@echo "== greylist decisions/s and p99 at 16 concurrent sessions, SQLite and Redis"
-	$(GO) test -run '^$$' -bench . -benchtime 20000x ./store/ ./rules/greylist/
+	$(GO) test -p 1 -run '^$$' -bench . -benchtime 20000x ./store/ ./rules/greylist/
 	@echo "== DNS checks per message with a warm cache, against no checks"
-	$(GO) test -run '^$$' -bench DNSChecksWarm -benchtime 3s ./test/dnsauth/
+	$(GO) test -p 1 -run '^$$' -bench DNSChecksWarm -benchtime 3s ./test/dnsauth/
 	@echo "== throughput through a private Postfix (smtp-source), ratios to Postfix alone and to moat with no checks"
-	$(GO) test -run '^$$' -bench Throughput -benchtime 1x -timeout 60m ./test/bench/ ./test/envelope/
-	$(GO) test -run '^$$' -bench PostfixDNSChecks -benchtime 1x -timeout 60m ./test/dnsauth/
+	$(GO) test -p 1 -run '^$$' -bench Throughput -benchtime 1x -timeout 60m ./test/bench/ ./test/envelope/
+	$(GO) test -p 1 -run '^$$' -bench PostfixDNSChecks -benchtime 1x -timeout 60m ./test/dnsauth/
 	@echo "== spamd: moat's added cost over spamc alone; moat's RSS while a 50 MB message passes"
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./test/scanning/
+	$(GO) test -p 1 -run '^$$' -bench . -benchtime 1x -timeout 60m ./test/scanning/
 
 ## lint: formatting and vet
 lint:
