@@ -289,7 +289,7 @@ func (m *session) finishPending() {
 		m.dropBody()
 		return
 	}
-	d := policy.Decision{Action: policy.ActContinue, Reason: "no-data"}
+	d := policy.Decision{Action: policy.ActContinue, Check: "moat", Reason: "no-data"}
 	if len(m.s.AcceptedRcpts()) == 0 && len(m.s.Rcpts) > 0 {
 		// Every recipient refused: the last refusal is the message's answer.
 		d = m.s.Rcpts[len(m.s.Rcpts)-1].Decision
