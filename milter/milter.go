@@ -178,7 +178,7 @@ func (s *Server) negotiate(mtaVersion, milterVersion uint32, mtaActions, milterA
 func protocolFor(eng *policy.Engine) gomilter.OptProtocol {
 	stages := eng.Stages()
 	p := gomilter.OptNoData | gomilter.OptNoUnknown | gomilter.OptNoUnknownReply | gomilter.OptNoDataReply |
-		gomilter.OptNoHeaderReply | gomilter.OptNoBodyReply | gomilter.OptHeaderLeadingSpace
+		gomilter.OptNoHeaderReply | gomilter.OptHeaderLeadingSpace | gomilter.OptSkip
 	if !stages[policy.StageConnect] {
 		p |= gomilter.OptNoConnReply
 	}
@@ -189,7 +189,10 @@ func protocolFor(eng *policy.Engine) gomilter.OptProtocol {
 		p |= gomilter.OptNoEOHReply
 	}
 	if !eng.NeedsBody() {
-		p |= gomilter.OptNoBody
+		p |= gomilter.OptNoBody | gomilter.OptNoBodyReply
+	} else if eng.BodyLimit() < 0 {
+		// Body chunks need no answer unless moat may skip the rest of a message too large for every scanner.
+		p |= gomilter.OptNoBodyReply
 	}
 	// MAIL and RCPT always answer: a malformed address is refused there whatever the checks.
 	return p

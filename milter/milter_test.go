@@ -397,3 +397,33 @@ func TestSwapUsesNewEngineForNewConnections(t *testing.T) {
 		t.Errorf("new session should use the new configuration, got %v", act)
 	}
 }
+
+// TestBodySkippedPastEveryScannersLimit: when the only body reader is a scanner that skips messages above its
+// size limit, moat answers SMFIR_SKIP once the message passes it, and the message is still judged.
+func TestBodySkippedPastEveryScannersLimit(t *testing.T) {
+	ts := mustServe(t, "[policy]\nauthserv_id = \"mx.example.test\"\n[checks.test]\nscan_max_size = 1000\nreject_body = \"NEVER\"\n")
+	s := ts.session(t, gomilter.NewMacroBag())
+	if s.ProtocolOption(gomilter.OptNoBody) || s.ProtocolOption(gomilter.OptNoBodyReply) {
+		t.Fatal("body chunks must be sent and answered for moat to skip them")
+	}
+	transaction(t, s, "sender@example.org")
+	wantContinue(t, "rcpt")(s.Rcpt("good@example.test", ""))
+	wantContinue(t, "data")(s.DataStart())
+	wantContinue(t, "eoh")(s.HeaderEnd())
+	chunk := []byte(strings.Repeat("x", 800) + "\r\n")
+	act := mustAct(t)(s.BodyChunk(chunk))
+	if act.Type != gomilter.ActionContinue {
+		t.Fatalf("first chunk (under the limit): %v", act)
+	}
+	mustAct(t)(s.BodyChunk(chunk))
+	if !s.Skip() {
+		t.Fatal("second chunk (past the limit): moat did not answer skip")
+	}
+	mods, end, err := s.End()
+	if err != nil || end.Type != gomilter.ActionAccept {
+		t.Fatalf("eom: %v %v", end, err)
+	}
+	if !hasHeader(mods, "X-Test-Scan", "too large") {
+		t.Errorf("the scanner should have skipped the message as too large: %v", mods)
+	}
+}

@@ -29,6 +29,10 @@ type session struct {
 	hdr       bytes.Buffer // the header block, rebuilt for the spool and the body streams
 	body      *spool.Spool
 	bodyErr   error
+	// bodyLimit: once the spool holds more, no check will read the body (-1: no limit); canSkip: the MTA
+	// takes SMFIR_SKIP and waits for a reply to each body chunk, so the rest of the body can be skipped.
+	bodyLimit int64
+	canSkip   bool
 }
 
 // answer turns a decision into the milter reply for an envelope stage.
@@ -69,10 +73,13 @@ func (m *session) guard(stage string, resp **gomilter.Response, err *error) {
 	*resp, *err = answer(d), nil
 }
 
-func (m *session) NewConnection(gomilter.Modifier) error {
+func (m *session) NewConnection(mod gomilter.Modifier) error {
 	m.srv.active.Add(1)
 	m.eng = m.srv.engine.Load()
 	m.eng.Acquire()
+	m.bodyLimit = m.eng.BodyLimit()
+	p := mod.Protocol()
+	m.canSkip = p&gomilter.OptSkip != 0 && p&gomilter.OptNoBodyReply == 0 && p&gomilter.OptNoBody == 0
 	m.s = policy.NewSession()
 	return nil
 }
@@ -172,6 +179,10 @@ func (m *session) writeBody(p []byte) {
 func (m *session) BodyChunk(chunk []byte, _ gomilter.Modifier) (resp *gomilter.Response, err error) {
 	defer m.guard("body", &resp, &err)
 	m.writeBody(chunk)
+	if m.canSkip && m.bodyLimit >= 0 && m.body != nil && m.body.Size() > m.bodyLimit {
+		// Too large for every scanner: they will skip it; stop the MTA sending (and us spooling) the rest.
+		return gomilter.RespSkip, nil
+	}
 	return gomilter.RespContinue, nil
 }
 

@@ -140,6 +140,13 @@ type ContentScanner interface {
 	Scan(ctx context.Context, s *Session, m Message) []Finding
 }
 
+// SizeLimited is implemented by content scanners that never read a message above MaxSize bytes (they skip
+// it as too large), so that the milter can ask the MTA to stop sending the body of a message that is already
+// too large for every check that reads bodies.
+type SizeLimited interface {
+	MaxSize() int64
+}
+
 // HeaderOwner is implemented by checks that add headers which a sender must not be able to forge (X-Spam-*,
 // X-Virus-Scanned): the engine removes every incoming copy of these headers before the check's own are added.
 type HeaderOwner interface {

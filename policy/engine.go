@@ -192,6 +192,29 @@ func (e *Engine) NeedsBody() bool {
 	return false
 }
 
+// BodyLimit returns how many body bytes the checks can use at most: past it, every check that reads bodies is
+// a SizeLimited scanner that would skip the message anyway. -1 means no limit.
+func (e *Engine) BodyLimit() int64 {
+	limit := int64(0)
+	for _, en := range e.byStage[StageEOM] {
+		switch c := en.check.(type) {
+		case BodyStreamer:
+			return -1
+		case MessageChecker:
+			if ho, ok := c.(HeaderOnly); !ok || !ho.HeaderOnly() {
+				return -1
+			}
+		case ContentScanner:
+			sl, ok := c.(SizeLimited)
+			if !ok {
+				return -1
+			}
+			limit = max(limit, sl.MaxSize())
+		}
+	}
+	return limit
+}
+
 // Checks lists the enabled checks in run order.
 func (e *Engine) Checks() []string {
 	out := make([]string, len(e.entries))

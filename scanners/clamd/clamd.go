@@ -158,6 +158,9 @@ func New(sec *config.Section, cfg Config) (*Check, error) {
 // Name implements policy.Check.
 func (c *Check) Name() string { return Name }
 
+// MaxSize is the largest message the check scans; the milter may stop the body of a larger one early.
+func (c *Check) MaxSize() int64 { return c.maxSize }
+
 // Kind implements policy.Check: virus scanning is never skipped for white-listed senders.
 func (c *Check) Kind() policy.Kind { return policy.KindVirus }
 

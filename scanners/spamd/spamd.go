@@ -178,6 +178,9 @@ func newClient(sec *config.Section, cfg Config) (*Client, error) {
 // Name implements policy.Check.
 func (c *Check) Name() string { return Name }
 
+// MaxSize is the largest message the check scans; the milter may stop the body of a larger one early.
+func (c *Check) MaxSize() int64 { return c.maxSize }
+
 // Kind implements policy.Check: white-listed mail is not scored.
 func (c *Check) Kind() policy.Kind { return policy.KindAntispam }
 

@@ -25,6 +25,9 @@ type Config struct {
 	HeaderName   string   `toml:"header_name"`   // header added to accepted mail
 	HeaderValue  string   `toml:"header_value"`  //
 	QuarantineTo []string `toml:"quarantine_to"` // recipients whose message goes to the hold queue
+	// ScanMaxSize > 0 makes the check a size-limited content scanner instead of a message checker: it skips
+	// messages above this size, as clamd and spamd do.
+	ScanMaxSize int64 `toml:"scan_max_size"`
 }
 
 type check struct{ cfg Config }
@@ -35,8 +38,31 @@ func init() {
 		if err := sec.Decode(&c); err != nil {
 			return nil, err
 		}
+		if c.ScanMaxSize > 0 {
+			return &scanner{&check{cfg: c}}, nil
+		}
 		return &check{cfg: c}, nil
 	})
+}
+
+// scanner is the check as a size-limited content scanner.
+type scanner struct{ c *check }
+
+func (s *scanner) Name() string      { return s.c.Name() }
+func (s *scanner) Kind() policy.Kind { return s.c.Kind() }
+func (s *scanner) MaxSize() int64    { return s.c.cfg.ScanMaxSize }
+func (s *scanner) Mail(ctx context.Context, ss *policy.Session) []policy.Finding {
+	return s.c.Mail(ctx, ss)
+}
+func (s *scanner) Rcpt(ctx context.Context, ss *policy.Session, r *policy.Recipient) []policy.Finding {
+	return s.c.Rcpt(ctx, ss, r)
+}
+func (s *scanner) Scan(ctx context.Context, ss *policy.Session, m policy.Message) []policy.Finding {
+	if m.Size() > s.c.cfg.ScanMaxSize {
+		return []policy.Finding{{Status: policy.StatusSkipped, Reason: "too-large",
+			AddHeaders: []policy.Header{{Name: "X-Test-Scan", Value: " skipped: too large"}}}}
+	}
+	return s.c.Message(ctx, ss, m)
 }
 
 func (c *check) Name() string      { return "test" }
