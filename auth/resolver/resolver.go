@@ -271,6 +271,12 @@ func (r *Resolver) Query(ctx context.Context, name string, qtype uint16) (*Answe
 		return a, nil
 	}
 	ch := r.group.DoChan(fmt.Sprintf("%s/%d", fq, qtype), func() (any, error) {
+		// A query for the same key may have finished between our cache miss and this call: look again, or
+		// the name is asked twice.
+		if a := r.cached(key); a != nil {
+			r.hits.Add(1)
+			return a, nil
+		}
 		// The query outlives the asking session's deadline so that other sessions waiting for it are not
 		// cut short; it is bounded by the resolver's own timeouts.
 		qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.timeout*time.Duration(r.retries+2))
