@@ -1,6 +1,7 @@
 package milter
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/binary"
 	"errors"
@@ -32,6 +33,7 @@ func (l *guardedListener) Accept() (net.Conn, error) {
 		return nil, err
 	}
 	g := &guardedConn{Conn: c, log: l.log}
+	g.br = bufio.NewReaderSize(ackReader{g}, 64<<10)
 	if tc, ok := c.(*net.TCPConn); ok {
 		// Without these, Postfix's and Sendmail's small back-to-back packets stall on Nagle and delayed ACK
 		// for about 40 ms each (shared/notes/real-stack.md).
@@ -52,8 +54,17 @@ type guardedConn struct {
 	log *slog.Logger
 	raw syscall.RawConn
 
-	pending []byte // checked bytes not yet returned to the reader
+	br      *bufio.Reader // one read system call fetches all the packets the MTA wrote back to back
+	pending []byte        // checked bytes not yet returned to the reader
 	bad     atomic.Bool
+}
+
+// ackReader reads from the connection itself, re-arming TCP_QUICKACK before each read system call.
+type ackReader struct{ c *guardedConn }
+
+func (a ackReader) Read(p []byte) (int, error) {
+	a.c.quickAck()
+	return a.c.Conn.Read(p)
 }
 
 func (c *guardedConn) Read(p []byte) (int, error) {
@@ -68,9 +79,8 @@ func (c *guardedConn) Read(p []byte) (int, error) {
 }
 
 func (c *guardedConn) nextPacket() error {
-	c.quickAck()
 	var hdr [4]byte
-	if _, err := io.ReadFull(c.Conn, hdr[:]); err != nil {
+	if _, err := io.ReadFull(c.br, hdr[:]); err != nil {
 		return err
 	}
 	n := binary.BigEndian.Uint32(hdr[:])
@@ -79,7 +89,7 @@ func (c *guardedConn) nextPacket() error {
 	}
 	buf := make([]byte, 4+n)
 	copy(buf, hdr[:])
-	if _, err := io.ReadFull(c.Conn, buf[4:]); err != nil {
+	if _, err := io.ReadFull(c.br, buf[4:]); err != nil {
 		return err
 	}
 	if why := checkPacket(buf[4], buf[5:]); why != "" {

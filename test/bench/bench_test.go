@@ -10,22 +10,14 @@ package bench
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/moatmail/moat/test/stack"
 )
 
-const (
-	messages = 2000
-	sessions = 10
-	size     = 5 * 1024
-	rounds   = 3
-)
+const rounds = 3
 
 // variant is one way of running Postfix: alone, or with moat and a configuration.
 type variant struct {
@@ -69,44 +61,17 @@ var variants = []variant{
 	{"moat-nochecks-tcp", moatWith("", "tcp")},
 }
 
-// rate runs smtp-source once and returns messages per second.
-func rate(b *testing.B, addr string) float64 {
-	b.Helper()
-	start := time.Now()
-	cmd := exec.Command("smtp-source", "-s", fmt.Sprint(sessions), "-l", fmt.Sprint(size), "-m", fmt.Sprint(messages),
-		"-f", "sender@example.org", "-t", "rcpt@example.test", addr)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("smtp-source: %v\n%s", err, out)
-	}
-	return float64(messages) / time.Since(start).Seconds()
-}
-
-func median(xs []float64) float64 {
-	s := append([]float64{}, xs...)
-	sort.Float64s(s)
-	return s[len(s)/2]
-}
-
 // measure starts one Postfix per variant and measures them interleaved.
 func measure(b *testing.B, vs []variant) map[string]float64 {
-	stack.Need(b, "smtp-source")
 	addrs := make([]string, len(vs))
 	for i, v := range vs {
-		pf := stack.StartPostfix(b, stack.PostfixOptions{Milter: v.milter(b), Mailboxes: []string{"rcpt@example.test"},
-			Discard: true, ExtraMain: map[string]string{"smtpd_client_connection_count_limit": "0",
-				"smtpd_client_message_rate_limit": "0", "smtpd_client_connection_rate_limit": "0"}})
-		addrs[i] = pf.Addr
-		rate(b, pf.Addr) // warm up: processes forked, caches filled
+		addrs[i] = stack.DefaultLoad.StartPostfix(b, v.milter(b)).Addr
 	}
-	runs := make([][]float64, len(vs))
-	for r := 0; r < rounds; r++ {
-		for i := range vs {
-			runs[i] = append(runs[i], rate(b, addrs[i]))
-		}
-	}
+	stack.DefaultLoad.Warm(b, addrs)
+	medians, _ := stack.DefaultLoad.Compare(b, addrs, rounds)
 	out := map[string]float64{}
 	for i, v := range vs {
-		out[v.name] = median(runs[i])
+		out[v.name] = medians[i]
 	}
 	return out
 }

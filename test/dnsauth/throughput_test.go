@@ -3,12 +3,9 @@ package dnsauth
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/moatmail/moat/auth/resolver/dnstest"
 	"github.com/moatmail/moat/test/stack"
@@ -28,12 +25,9 @@ import (
 // Run: go test -run '^$' -bench PostfixDNSChecks -benchtime 1x ./test/dnsauth/
 func BenchmarkPostfixDNSChecks(b *testing.B) {
 	stack.Need(b, "smtp-source", "postfix")
-	const (
-		messages = 2000
-		sessions = 10
-		size     = 5 * 1024
-		rounds   = 3
-	)
+	const rounds = 3
+	load := stack.DefaultLoad
+	load.Helo = "client.moat.test"
 	srv := dnstest.Start(b,
 		"1.0.0.127.in-addr.arpa. 300 IN PTR client.moat.test.",
 		"client.moat.test. 300 IN A 127.0.0.1",
@@ -47,15 +41,6 @@ func BenchmarkPostfixDNSChecks(b *testing.B) {
 		{"moat-dnschecks", checksConfig},
 	}
 	addrs := make([]string, len(variants))
-	rate := func(addr string) float64 {
-		start := time.Now()
-		cmd := exec.Command("smtp-source", "-s", fmt.Sprint(sessions), "-l", fmt.Sprint(size), "-m", fmt.Sprint(messages),
-			"-M", "client.moat.test", "-f", "sender@example.org", "-t", "rcpt@example.test", addr)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			b.Fatalf("smtp-source: %v\n%s", err, out)
-		}
-		return float64(messages) / time.Since(start).Seconds()
-	}
 	for i, v := range variants {
 		dir := stack.TempDir(b, "moat-dnsbench")
 		sock := filepath.Join(dir, "moat.sock")
@@ -66,42 +51,29 @@ func BenchmarkPostfixDNSChecks(b *testing.B) {
 			b.Fatal(err)
 		}
 		stack.StartMoat(b, path, "unix:"+sock)
-		pf := stack.StartPostfix(b, stack.PostfixOptions{Milter: "unix:" + sock, Mailboxes: []string{"rcpt@example.test"},
-			Discard: true, ExtraMain: map[string]string{"smtpd_client_connection_count_limit": "0",
-				"smtpd_client_message_rate_limit": "0", "smtpd_client_connection_rate_limit": "0"}})
-		addrs[i] = pf.Addr
-		rate(pf.Addr) // warm up: Postfix processes forked, moat's cache filled
+		addrs[i] = load.StartPostfix(b, "unix:"+sock).Addr
 	}
+	load.Warm(b, addrs) // Postfix processes forked, moat's cache filled
 	if srv.Total() == 0 {
 		b.Fatal("the warm-up asked the DNS nothing: the checks are not running")
 	}
 	b.Logf("warm-up (cold cache) DNS questions: %v", srv.Counts())
 	srv.ResetCounts()
 	b.ResetTimer()
-	runs := make([][]float64, len(variants))
-	for r := 0; r < rounds; r++ {
-		for i := range variants {
-			runs[i] = append(runs[i], rate(addrs[i]))
-		}
-	}
+	medians, runs := load.Compare(b, addrs, rounds)
 	b.StopTimer()
 	queries := srv.Total()
-	med := func(xs []float64) float64 {
-		s := append([]float64(nil), xs...)
-		sort.Float64s(s)
-		return s[len(s)/2]
-	}
-	base := med(runs[0])
+	base := medians[0]
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "\n%-16s %10s %8s  runs\n", "variant", "msgs/s", "ratio")
 	for i, v := range variants {
-		m := med(runs[i])
+		m := medians[i]
 		fmt.Fprintf(&sb, "%-16s %10.0f %8.2f  %v\n", v.name, m, m/base, runs[i])
 		b.ReportMetric(m, v.name+"_msgs/s")
 		b.ReportMetric(m/base, v.name+"_ratio")
 	}
-	perMsg := float64(queries) / float64(rounds*messages)
-	fmt.Fprintf(&sb, "DNS queries with a warm cache: %d for %d messages (%.4f per message) %v\n", queries, rounds*messages, perMsg, srv.Counts())
+	perMsg := float64(queries) / float64(rounds*load.Messages)
+	fmt.Fprintf(&sb, "DNS queries with a warm cache: %d for %d messages (%.4f per message) %v\n", queries, rounds*load.Messages, perMsg, srv.Counts())
 	b.ReportMetric(perMsg, "dnsqueries/msg")
 	b.Log(sb.String())
 }

@@ -3,12 +3,9 @@ package envelope
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/moatmail/moat/test/stack"
 )
@@ -101,42 +98,19 @@ authserv_id = "mx.moat.test"
 // only envelope check that also works at end of message (so the milter must pass the body).
 func BenchmarkEnvelopeThroughput(b *testing.B) {
 	stack.Need(b, "postfix", "smtp-source")
-	const msgs, sessions, size, rounds = 1000, 10, 5 * 1024, 3
+	load := stack.DefaultLoad
+	load.Messages = 1000
 	type variant struct{ name, checks string }
 	noLists := envelopeBenchChecks[:strings.Index(envelopeBenchChecks, "[checks.senderlists]")]
 	vs := []variant{{"moat-nochecks", ""}, {"moat-envelope", envelopeBenchChecks}, {"moat-envelope-no-senderlists", noLists}}
 	for i := 0; i < b.N; i++ {
 		addrs := make([]string, len(vs))
 		for j, v := range vs {
-			pf := stack.StartPostfix(b, stack.PostfixOptions{Milter: startBenchMoat(b, v.checks),
-				Mailboxes: []string{"rcpt@example.test"}, Discard: true,
-				ExtraMain: map[string]string{"smtpd_client_connection_count_limit": "0",
-					"smtpd_client_message_rate_limit": "0", "smtpd_client_connection_rate_limit": "0"}})
-			addrs[j] = pf.Addr
+			addrs[j] = load.StartPostfix(b, startBenchMoat(b, v.checks)).Addr
 		}
-		rate := func(addr string) float64 {
-			start := time.Now()
-			cmd := exec.Command("smtp-source", "-s", fmt.Sprint(sessions), "-l", fmt.Sprint(size), "-m", fmt.Sprint(msgs),
-				"-f", "sender@example.org", "-t", "rcpt@example.test", addr)
-			if out, err := cmd.CombinedOutput(); err != nil {
-				b.Fatalf("smtp-source: %v\n%s", err, out)
-			}
-			return float64(msgs) / time.Since(start).Seconds()
-		}
-		for _, a := range addrs {
-			rate(a) // warm up
-		}
-		runs := make([][]float64, len(vs))
-		for r := 0; r < rounds; r++ {
-			for j, a := range addrs {
-				runs[j] = append(runs[j], rate(a))
-			}
-		}
-		med := make([]float64, len(vs))
+		load.Warm(b, addrs)
+		med, _ := load.Compare(b, addrs, 3)
 		for j := range vs {
-			s := append([]float64{}, runs[j]...)
-			sort.Float64s(s)
-			med[j] = s[len(s)/2]
 			b.ReportMetric(med[j], vs[j].name+"_msgs/s")
 		}
 		b.ReportMetric(med[1]/med[0], "envelope/nochecks")
