@@ -291,6 +291,7 @@ func ParseDuration(s string) (time.Duration, error) {
 
 var (
 	durationType        = reflect.TypeOf(Duration(0))
+	sizeType            = reflect.TypeOf(Size(0))
 	textUnmarshalerType = reflect.TypeOf((*encoding.TextUnmarshaler)(nil)).Elem()
 )
 
@@ -354,6 +355,13 @@ func (s *Section) decodeValue(key string, raw any, v reflect.Value) error {
 			return s.errAt(key, "%v", err)
 		}
 		v.SetInt(int64(d))
+		return nil
+	}
+	if n, ok := raw.(int64); ok && v.Type() == sizeType {
+		if n < 0 {
+			return s.errAt(key, "size must not be negative")
+		}
+		v.SetInt(n)
 		return nil
 	}
 	if v.CanAddr() && v.Addr().Type().Implements(textUnmarshalerType) {

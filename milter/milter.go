@@ -36,8 +36,8 @@ type Config struct {
 	SocketOwner string `toml:"socket_owner"`
 	SocketGroup string `toml:"socket_group"`
 	// SpoolDir holds messages larger than SpoolMemory while they are checked; "" is the system temp directory.
-	SpoolDir    string `toml:"spool_dir"`
-	SpoolMemory int64  `toml:"spool_memory"`
+	SpoolDir    string      `toml:"spool_dir"`
+	SpoolMemory config.Size `toml:"spool_memory"`
 	// ProgressInterval is how often moat tells the MTA it is still working during end-of-message checks.
 	ProgressInterval config.Duration `toml:"progress_interval"`
 	// ShutdownTimeout bounds how long SIGTERM waits for sessions in flight.
@@ -45,6 +45,10 @@ type Config struct {
 	// WriteTimeout bounds each write to the MTA.
 	WriteTimeout config.Duration `toml:"write_timeout"`
 }
+
+// maxSpoolMemory bounds spool_memory: it is held for each message in flight, so a typo must not let a
+// hundred sessions take gigabytes.
+const maxSpoolMemory = 256 << 20
 
 // DefaultConfig is what an absent [milter] table means.
 func DefaultConfig() Config {
@@ -76,8 +80,8 @@ func LoadConfig(f *config.File) (Config, error) {
 	if _, err := strconv.ParseUint(c.SocketMode, 8, 32); err != nil {
 		return c, sec.Errorf("socket_mode", "want an octal mode such as \"0660\", got %q", c.SocketMode)
 	}
-	if c.SpoolMemory < 0 {
-		return c, sec.Errorf("spool_memory", "must not be negative")
+	if c.SpoolMemory < 0 || c.SpoolMemory > maxSpoolMemory {
+		return c, sec.Errorf("spool_memory", "must be between 0 and 256M: it is held per message in flight")
 	}
 	if c.SpoolDir != "" {
 		if st, err := os.Stat(c.SpoolDir); err != nil || !st.IsDir() {

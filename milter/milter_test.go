@@ -64,13 +64,16 @@ func mustServe(t *testing.T, toml string) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
+	cfg, err := LoadConfig(f)
+	if err != nil {
+		t.Fatal(err)
+	}
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	eng, err := policy.Build(f, log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := DefaultConfig()
 	cfg.ProgressInterval = config.Duration(50 * time.Millisecond)
 	path := filepath.Join(t.TempDir(), "moat.sock")
 	cfg.Listen = []string{"unix:" + path}
@@ -426,4 +429,113 @@ func TestBodySkippedPastEveryScannersLimit(t *testing.T) {
 	if !hasHeader(mods, "X-Test-Scan", "too large") {
 		t.Errorf("the scanner should have skipped the message as too large: %v", mods)
 	}
+}
+
+// progressCounter dials the server and counts the SMFIR_PROGRESS packets the server sends, which the
+// go-milter client reads and drops.
+type progressCounter struct {
+	mu       sync.Mutex
+	progress int
+}
+
+type countingConn struct {
+	net.Conn
+	pc   *progressCounter
+	need int    // bytes left of the current packet's payload
+	hdr  []byte // partial length prefix
+	code bool   // the next byte is a packet code
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	for _, b := range p[:n] {
+		switch {
+		case c.code:
+			c.code = false
+			if b == 'p' {
+				c.pc.mu.Lock()
+				c.pc.progress++
+				c.pc.mu.Unlock()
+			}
+			c.need--
+		case c.need > 0:
+			c.need--
+		default:
+			c.hdr = append(c.hdr, b)
+			if len(c.hdr) == 4 {
+				c.need = int(binary.BigEndian.Uint32(c.hdr))
+				c.hdr = c.hdr[:0]
+				c.code = c.need > 0
+			}
+		}
+	}
+	return n, err
+}
+
+func (pc *progressCounter) Dial(network, address string) (net.Conn, error) {
+	c, err := net.Dial(network, address)
+	if err != nil {
+		return nil, err
+	}
+	return &countingConn{Conn: c, pc: pc}, nil
+}
+
+func TestProgressSentDuringSlowEndOfMessage(t *testing.T) {
+	// The server's progress interval is 50 ms; the check takes 400 ms.
+	ts := mustServe(t, "[policy]\nauthserv_id = \"mx.example.test\"\n[checks.test]\ndelay = \"400ms\"\n")
+	pc := &progressCounter{}
+	c := gomilter.NewClient("unix", ts.path, gomilter.WithDialer(pc))
+	s, err := c.Session(gomilter.NewMacroBag())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	transaction(t, s, "sender@example.org")
+	wantContinue(t, "rcpt")(s.Rcpt("good@example.test", ""))
+	_, end := message(t, s, nil, "slow\r\n")
+	if end.Type != gomilter.ActionAccept {
+		t.Fatalf("eom: %v", end)
+	}
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	if pc.progress < 2 {
+		t.Errorf("got %d SMFIR_PROGRESS packets during a 400 ms end of message with a 50 ms interval, want several", pc.progress)
+	}
+}
+
+func TestSpoolFileRemovedOnAbortAndAfterMessage(t *testing.T) {
+	dir := t.TempDir()
+	toml := "[milter]\nspool_dir = \"" + dir + "\"\nspool_memory = 0\n[policy]\nauthserv_id = \"mx.example.test\"\n[checks.test]\nreject_body = \"NEVER\"\n"
+	ts := mustServe(t, toml)
+	spoolFiles := func() int {
+		m, _ := filepath.Glob(filepath.Join(dir, "moat-spool-*"))
+		return len(m)
+	}
+	s := ts.session(t, gomilter.NewMacroBag())
+	transaction(t, s, "sender@example.org")
+	wantContinue(t, "rcpt")(s.Rcpt("good@example.test", ""))
+	wantContinue(t, "data")(s.DataStart())
+	wantContinue(t, "eoh")(s.HeaderEnd())
+	wantContinue(t, "body")(s.BodyChunk([]byte("some body\r\n")))
+	waitFor := func(want int, what string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for spoolFiles() != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d spool files, want %d", what, spoolFiles(), want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitFor(1, "while the body arrives")
+	if err := s.Abort(nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(0, "after abort")
+	wantContinue(t, "mail")(s.Mail("sender@example.org", ""))
+	wantContinue(t, "rcpt")(s.Rcpt("good@example.test", ""))
+	if _, end := message(t, s, nil, "another body\r\n"); end.Type != gomilter.ActionAccept {
+		t.Fatalf("eom: %v", end)
+	}
+	waitFor(0, "after the message")
 }

@@ -159,7 +159,7 @@ func (m *session) Headers(mod gomilter.Modifier) (resp *gomilter.Response, err e
 		m.endMessage(d, 0)
 		return answer(d), nil
 	}
-	m.body = spool.New(m.srv.cfg.SpoolDir, m.srv.cfg.SpoolMemory)
+	m.body = spool.New(m.srv.cfg.SpoolDir, int64(m.srv.cfg.SpoolMemory))
 	m.hdr.WriteString("\r\n")
 	m.writeBody(m.hdr.Bytes())
 	m.hdr.Reset()
@@ -192,7 +192,7 @@ func (m *session) EndOfMessage(mod gomilter.Modifier) (resp *gomilter.Response, 
 		m.s.QueueID = q
 	}
 	if m.body == nil { // the MTA skipped the header stage (no headers at all)
-		m.body = spool.New(m.srv.cfg.SpoolDir, m.srv.cfg.SpoolMemory)
+		m.body = spool.New(m.srv.cfg.SpoolDir, int64(m.srv.cfg.SpoolMemory))
 		m.hdr.WriteString("\r\n")
 		m.writeBody(m.hdr.Bytes())
 		m.hdr.Reset()

@@ -52,8 +52,9 @@ func DefaultSettings() Settings {
 	}
 }
 
-// spamHeaders are SpamAssassin's headers, which moat writes itself and never lets through from outside.
-var spamHeaders = []string{"X-Spam-Flag", "X-Spam-Score", "X-Spam-Level", "X-Spam-Status"}
+// spamHeaders are SpamAssassin's headers (X-Spam-Flag, -Score, -Level, -Status, -Report, -Checker-Version…):
+// moat writes its own and never lets any through from outside, as Sieve rules and mail clients trust them.
+var spamHeaders = []string{"X-Spam-*"}
 
 type entry struct {
 	check   Check
@@ -106,8 +107,16 @@ func Build(f *config.File, logger *slog.Logger) (*Engine, error) {
 	if st.TraceHeader != "" && !validHeaderName(st.TraceHeader) {
 		return nil, psec.Errorf("trace_header", "%q is not a valid header name", st.TraceHeader)
 	}
+	for key, v := range map[string]float64{"tag_score": st.TagScore, "quarantine_score": st.QuarantineScore, "reject_score": st.RejectScore} {
+		if v < 0 {
+			return nil, psec.Errorf(key, "must not be negative (0 turns it off)")
+		}
+	}
 	if st.RejectScore > 0 && st.QuarantineScore > st.RejectScore {
 		return nil, psec.Errorf("quarantine_score", "must not be above reject_score")
+	}
+	if st.RejectScore > 0 && st.TagScore > st.RejectScore {
+		return nil, psec.Errorf("tag_score", "must not be above reject_score")
 	}
 	if st.StageTimeout <= 0 || st.MessageTimeout <= 0 {
 		return nil, psec.Errorf("stage_timeout", "timeouts must be positive")

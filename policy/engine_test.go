@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -326,5 +327,64 @@ func TestSharedServiceBuildMayRegisterClosers(t *testing.T) {
 	}
 	if err := env.close(); err != nil || closed != 1 {
 		t.Errorf("close: %v, closers run %d times", err, closed)
+	}
+}
+
+func TestEveryIncomingSpamHeaderIsRemoved(t *testing.T) {
+	e, _ := mustEngine(t, "", nil)
+	s := newTestSession()
+	e.Mail(context.Background(), s, "a@example.org", "")
+	e.Rcpt(context.Background(), s, "b@local.example", "")
+	s.Headers = []Header{{Name: "X-Spam-Report", Value: " forged"}, {Name: "x-spam-checker-version", Value: " forged"},
+		{Name: "X-Spammy-Not-Ours", Value: " kept"}, {Name: "X-Spam-Status", Value: " No"}, {Name: "X-Spam-Status", Value: " No"}}
+	out := e.EOM(context.Background(), s, memMessage("\r\nbody\r\n"))
+	var got []string
+	for _, r := range out.RemoveHeaders {
+		got = append(got, fmt.Sprintf("%s#%d", r.Name, r.Index))
+	}
+	if want := "X-Spam-Report#1 x-spam-checker-version#1 X-Spam-Status#1 X-Spam-Status#2"; strings.Join(got, " ") != want {
+		t.Errorf("removed %v, want %s", got, want)
+	}
+}
+
+func TestTagScoreZeroTurnsTheFlagOff(t *testing.T) {
+	hs := spamHeaderSet(3, 0, nil, false)
+	for _, h := range hs {
+		if h.Name == "X-Spam-Flag" || strings.HasPrefix(h.Value, " Yes") {
+			t.Errorf("tag_score 0 must not flag: %+v", hs)
+		}
+	}
+	if hs := spamHeaderSet(6, 5, nil, false); hs[0].Name != "X-Spam-Flag" {
+		t.Errorf("score over tag_score must flag: %+v", hs)
+	}
+}
+
+func TestThresholdsValidated(t *testing.T) {
+	for toml, want := range map[string]string{
+		"[policy]\nreject_score = -1\n":                 "policy.reject_score: must not be negative",
+		"[policy]\ntag_score = 20\nreject_score = 10\n": "policy.tag_score: must not be above reject_score",
+	} {
+		f, err := config.Parse("moat.toml", []byte(toml))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Build(f, nil); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: got %v, want %q", toml, err, want)
+		}
+	}
+}
+
+func TestSummarySaysWhyACheckSkipped(t *testing.T) {
+	checks := map[string]Check{"clamd": fakeScan{&fake{name: "clamd", kind: KindVirus, scan: func(*Session, Message) []Finding {
+		return []Finding{{Status: StatusSkipped, Reason: "too-large"}}
+	}}}}
+	e, logs := mustEngine(t, "[checks.clamd]\n", checks)
+	s := newTestSession()
+	e.Mail(context.Background(), s, "a@example.org", "")
+	e.Rcpt(context.Background(), s, "b@local.example", "")
+	out := e.EOM(context.Background(), s, memMessage("\r\nbody\r\n"))
+	e.LogMessage(s, out.Decision, out.Score)
+	if !strings.Contains(logs.String(), "clamd=skipped/too-large") {
+		t.Errorf("summary: %s", logs.String())
 	}
 }

@@ -82,7 +82,7 @@ func (e *Engine) forgedHeaders(hs []Header) []HeaderRef {
 			}
 		default:
 			for _, o := range e.owned {
-				if strings.EqualFold(o, h.Name) {
+				if ownedName(o, h.Name) {
 					out = append(out, HeaderRef{Name: h.Name, Index: idx})
 					break
 				}
@@ -90,6 +90,14 @@ func (e *Engine) forgedHeaders(hs []Header) []HeaderRef {
 		}
 	}
 	return out
+}
+
+// ownedName matches a header name against an owned name, where a trailing '*' matches any rest ("X-Spam-*").
+func ownedName(owned, name string) bool {
+	if prefix, ok := strings.CutSuffix(owned, "*"); ok {
+		return len(name) >= len(prefix) && strings.EqualFold(name[:len(prefix)], prefix)
+	}
+	return strings.EqualFold(owned, name)
 }
 
 // authservIDOf returns the authserv-id of an Authentication-Results value: the first token, before any
@@ -224,7 +232,8 @@ func spamHeaderSet(score, required float64, all []Finding, whitelisted bool) []H
 	for _, f := range all {
 		tests = append(tests, f.Tests...)
 	}
-	spam := !whitelisted && score >= required
+	// tag_score 0 turns the flag off, like 0 for the other thresholds.
+	spam := !whitelisted && required > 0 && score >= required
 	yes := "No"
 	if spam {
 		yes = "Yes"

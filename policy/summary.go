@@ -45,7 +45,8 @@ func LogMessage(log *slog.Logger, s *Session, final Decision, score float64) {
 	var order []string
 	add := func(f Finding) {
 		c := f.Check + "=" + string(f.Status)
-		if f.Verdict != None && f.Verdict != Whitelist || f.DryRun {
+		if f.Reason != "" && (f.Verdict != None && f.Verdict != Whitelist || f.DryRun ||
+			f.Status == StatusSkipped || f.Status == StatusTempError || f.Status == StatusPermError) {
 			c += "/" + f.Reason
 		}
 		if f.Verdict == Whitelist {

@@ -9,6 +9,8 @@ package spool
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
@@ -19,8 +21,16 @@ import (
 	"syscall"
 )
 
-// Prefix starts the name of every spool file.
+// Prefix starts the name of every spool file: "moat-spool-PID-INSTANCE-random".
 const Prefix = "moat-spool-"
+
+// instance tells this process's files from those of an earlier process with the same PID (a restart in a
+// container or PID namespace often gets the same PID).
+var instance = func() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}()
 
 // Spool holds one message.
 type Spool struct {
@@ -60,7 +70,7 @@ func (s *Spool) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	if s.file == nil {
-		f, err := os.CreateTemp(s.dir, fmt.Sprintf("%s%d-*", Prefix, os.Getpid()))
+		f, err := os.CreateTemp(s.dir, fmt.Sprintf("%s%d-%s-*", Prefix, os.Getpid(), instance))
 		if err != nil {
 			s.err = fmt.Errorf("spool: %w", err)
 			return 0, s.err
@@ -144,10 +154,14 @@ func CleanDir(dir string) (int, error) {
 		if !e.Type().IsRegular() || !strings.HasPrefix(e.Name(), Prefix) {
 			continue
 		}
-		pidText, _, _ := strings.Cut(strings.TrimPrefix(e.Name(), Prefix), "-")
+		pidText, rest, _ := strings.Cut(strings.TrimPrefix(e.Name(), Prefix), "-")
+		inst, _, _ := strings.Cut(rest, "-")
 		pid, err := strconv.Atoi(pidText)
-		if err == nil && (pid == os.Getpid() || processAlive(pid)) {
-			continue
+		if err == nil && pid == os.Getpid() && inst == instance {
+			continue // ours, in use
+		}
+		if err == nil && pid != os.Getpid() && processAlive(pid) {
+			continue // another moat's, in use
 		}
 		if err := os.Remove(filepath.Join(dir, e.Name())); err == nil {
 			n++
@@ -156,7 +170,15 @@ func CleanDir(dir string) (int, error) {
 	return n, nil
 }
 
+// processAlive reports whether pid runs; a zombie (killed, not yet reaped) does not.
 func processAlive(pid int) bool {
+	if stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
+		// The state follows the command name in parentheses: "PID (comm) S ...".
+		if i := bytes.LastIndexByte(stat, ')'); i >= 0 && i+2 < len(stat) {
+			return stat[i+2] != 'Z' && stat[i+2] != 'X'
+		}
+		return true
+	}
 	err := syscall.Kill(pid, 0)
 	return err == nil || err == syscall.EPERM
 }

@@ -2,6 +2,7 @@ package spool
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -68,14 +69,16 @@ func TestSpoolSpillsToPrivateFileAndRemovesIt(t *testing.T) {
 
 func TestCleanDirRemovesOnlyOrphans(t *testing.T) {
 	dir := t.TempDir()
-	orphan := filepath.Join(dir, Prefix+"999999999-abc")
+	orphan := filepath.Join(dir, Prefix+"999999999-0badc0de-abc")
+	// An earlier process that had our PID (a container restart): not ours, so an orphan.
+	samePID := filepath.Join(dir, fmt.Sprintf("%s%d-0badc0de-xyz", Prefix, os.Getpid()))
 	mine := New(dir, 0)
 	if _, err := mine.Write([]byte("x")); err != nil {
 		t.Fatal(err)
 	}
 	defer mine.Close()
 	other := filepath.Join(dir, "unrelated")
-	for _, p := range []string{orphan, other} {
+	for _, p := range []string{orphan, other, samePID} {
 		if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -87,8 +90,10 @@ func TestCleanDirRemovesOnlyOrphans(t *testing.T) {
 	if n < 1 {
 		t.Errorf("removed %d files, want the orphan", n)
 	}
-	if _, err := os.Stat(orphan); !os.IsNotExist(err) {
-		t.Error("orphan spool file still there")
+	for _, p := range []string{orphan, samePID} {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("orphan spool file %s still there", p)
+		}
 	}
 	if _, err := os.Stat(other); err != nil {
 		t.Error("unrelated file removed")

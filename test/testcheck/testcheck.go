@@ -8,6 +8,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/moatmail/moat/config"
 	"github.com/moatmail/moat/policy"
@@ -28,6 +29,8 @@ type Config struct {
 	// ScanMaxSize > 0 makes the check a size-limited content scanner instead of a message checker: it skips
 	// messages above this size, as clamd and spamd do.
 	ScanMaxSize int64 `toml:"scan_max_size"`
+	// Delay makes the end-of-message work take this long (or until its deadline), like a slow scanner.
+	Delay config.Duration `toml:"delay"`
 }
 
 type check struct{ cfg Config }
@@ -90,7 +93,14 @@ func (c *check) Rcpt(_ context.Context, _ *policy.Session, r *policy.Recipient) 
 	return []policy.Finding{policy.Pass("")}
 }
 
-func (c *check) Message(_ context.Context, _ *policy.Session, m policy.Message) []policy.Finding {
+func (c *check) Message(ctx context.Context, _ *policy.Session, m policy.Message) []policy.Finding {
+	if c.cfg.Delay > 0 {
+		select {
+		case <-time.After(c.cfg.Delay.D()):
+		case <-ctx.Done():
+			return []policy.Finding{policy.Tempfailf(policy.StatusTempError, "test-timeout", 451, "4.7.1", "test check timed out")}
+		}
+	}
 	if c.cfg.RejectBody == "" && c.cfg.PanicBody == "" && c.cfg.HeaderName == "" {
 		return nil
 	}
