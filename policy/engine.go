@@ -574,6 +574,9 @@ func (e *Engine) call(ctx context.Context, en *entry, stage Stage, s *Session, r
 	}
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	if en.dryRun {
+		cctx = context.WithValue(cctx, dryRunKey{}, true)
+	}
 	start := time.Now()
 	defer func() {
 		if p := recover(); p != nil {
@@ -594,6 +597,15 @@ func (e *Engine) call(ctx context.Context, en *entry, stage Stage, s *Session, r
 		}
 	}()
 	return fn(cctx)
+}
+
+type dryRunKey struct{}
+
+// InDryRun reports whether the check called with ctx runs in dry-run mode: its verdicts will not act, so a
+// check with side effects (greylisting's state, headers that claim an action) should not pretend they did.
+func InDryRun(ctx context.Context) bool {
+	v, _ := ctx.Value(dryRunKey{}).(bool)
+	return v
 }
 
 func panicFinding(msg string) Finding {

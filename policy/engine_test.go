@@ -388,3 +388,33 @@ func TestSummarySaysWhyACheckSkipped(t *testing.T) {
 		t.Errorf("summary: %s", logs.String())
 	}
 }
+
+func TestChecksKnowTheyRunInDryRun(t *testing.T) {
+	var seen []bool
+	for _, toml := range []string{"[checks.greylist]\n", "[checks.greylist]\ndry_run = true\n"} {
+		fakes = map[string]Check{"greylist": ctxRcpt{name: "greylist", f: func(ctx context.Context) { seen = append(seen, InDryRun(ctx)) }}}
+		f, _ := config.Parse("moat.toml", []byte(toml))
+		e, err := Build(f, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := newTestSession()
+		e.Mail(context.Background(), s, "a@b.example", "")
+		e.Rcpt(context.Background(), s, "c@d.example", "")
+	}
+	if len(seen) != 2 || seen[0] || !seen[1] {
+		t.Errorf("InDryRun seen %v, want [false true]", seen)
+	}
+}
+
+type ctxRcpt struct {
+	name string
+	f    func(context.Context)
+}
+
+func (c ctxRcpt) Name() string { return c.name }
+func (c ctxRcpt) Kind() Kind   { return KindAntispam }
+func (c ctxRcpt) Rcpt(ctx context.Context, _ *Session, _ *Recipient) []Finding {
+	c.f(ctx)
+	return nil
+}
