@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"reflect"
 	"sort"
 	"strconv"
@@ -156,6 +157,19 @@ func (f *File) Section(path string) *Section {
 	s.m = cur
 	s.present = true
 	return s
+}
+
+// Abs resolves a path written in the file: a relative path is relative to the file's directory, so that
+// moat finds its lists, keys and database whatever directory it is started from (systemd starts it in /).
+func (f *File) Abs(p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	dir := filepath.Dir(f.Path)
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs
+	}
+	return filepath.Join(dir, p)
 }
 
 // TopKeys lists the top-level keys and tables of the file, sorted.

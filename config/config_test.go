@@ -138,3 +138,24 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestAbsIsRelativeToTheConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "list"), []byte("entry\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Parse(filepath.Join(dir, "moat.toml"), []byte("[c]\nfile = \"list\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := f.Abs("list"); got != filepath.Join(dir, "list") {
+		t.Errorf("Abs = %q", got)
+	}
+	if got := f.Abs("/etc/x"); got != "/etc/x" {
+		t.Errorf("Abs of an absolute path = %q", got)
+	}
+	lines, err := f.Section("c").List("inline", nil, "file", "list")
+	if err != nil || len(lines) != 1 || lines[0].Text != "entry" {
+		t.Errorf("relative list file: %v %v", lines, err)
+	}
+}

@@ -56,11 +56,11 @@ func (s *Section) InlineList(key string, entries []string) []ListLine {
 }
 
 // List returns the entries of an inline key and of a file key together (file entries after inline ones).
-// Either key may be unset.
+// Either key may be unset. A relative file path is relative to the configuration file's directory.
 func (s *Section) List(inlineKey string, inline []string, fileKey, file string) ([]ListLine, error) {
 	out := s.InlineList(inlineKey, inline)
 	if file != "" {
-		lines, err := ReadList(file)
+		lines, err := ReadList(s.file.Abs(file))
 		if err != nil {
 			return nil, s.Errorf(fileKey, "%v", err)
 		}

@@ -72,6 +72,13 @@ func LoadConfig(f *config.File) (Config, error) {
 	if len(c.Listen) == 0 {
 		return c, sec.Errorf("listen", "at least one socket is needed")
 	}
+	// Relative socket and spool paths are relative to the configuration file, like every path in it.
+	for i, l := range c.Listen {
+		if p, ok := strings.CutPrefix(l, "unix:"); ok {
+			c.Listen[i] = "unix:" + f.Abs(p)
+		}
+	}
+	c.SpoolDir = f.Abs(c.SpoolDir)
 	for i, l := range c.Listen {
 		if _, _, err := parseListen(l); err != nil {
 			return c, sec.Errorf(fmt.Sprintf("listen[%d]", i), "%v", err)
