@@ -79,13 +79,29 @@ func LoadConfig(f *config.File) (Config, error) {
 		}
 	}
 	c.SpoolDir = f.Abs(c.SpoolDir)
+	seen := map[string]bool{}
 	for i, l := range c.Listen {
+		key := fmt.Sprintf("listen[%d]", i)
 		if _, _, err := parseListen(l); err != nil {
-			return c, sec.Errorf(fmt.Sprintf("listen[%d]", i), "%v", err)
+			return c, sec.Errorf(key, "%v", err)
+		}
+		if seen[l] {
+			return c, sec.Errorf(key, "%q is listed twice", l)
+		}
+		seen[l] = true
+	}
+	if mode, err := strconv.ParseUint(c.SocketMode, 8, 32); err != nil || mode > 0o777 {
+		return c, sec.Errorf("socket_mode", "want an octal mode such as \"0660\", got %q", c.SocketMode)
+	}
+	if c.SocketOwner != "" {
+		if _, err := user.Lookup(c.SocketOwner); err != nil {
+			return c, sec.Errorf("socket_owner", "%v", err)
 		}
 	}
-	if _, err := strconv.ParseUint(c.SocketMode, 8, 32); err != nil {
-		return c, sec.Errorf("socket_mode", "want an octal mode such as \"0660\", got %q", c.SocketMode)
+	if c.SocketGroup != "" {
+		if _, err := user.LookupGroup(c.SocketGroup); err != nil {
+			return c, sec.Errorf("socket_group", "%v", err)
+		}
 	}
 	if c.SpoolMemory < 0 || c.SpoolMemory > maxSpoolMemory {
 		return c, sec.Errorf("spool_memory", "must be between 0 and 256M: it is held per message in flight")
@@ -95,8 +111,11 @@ func LoadConfig(f *config.File) (Config, error) {
 			return c, sec.Errorf("spool_dir", "%q is not a directory", c.SpoolDir)
 		}
 	}
-	if c.ProgressInterval <= 0 || c.ShutdownTimeout <= 0 || c.WriteTimeout <= 0 {
-		return c, sec.Errorf("", "progress_interval, shutdown_timeout and write_timeout must be positive")
+	for key, d := range map[string]config.Duration{"progress_interval": c.ProgressInterval,
+		"shutdown_timeout": c.ShutdownTimeout, "write_timeout": c.WriteTimeout} {
+		if d <= 0 {
+			return c, sec.Errorf(key, "must be positive")
+		}
 	}
 	return c, nil
 }
@@ -238,6 +257,13 @@ func Listen(cfg Config, log *slog.Logger) ([]net.Listener, error) {
 		}
 		if network == "unix" {
 			if st, err := os.Lstat(addr); err == nil && st.Mode()&os.ModeSocket != 0 {
+				// A socket someone answers on belongs to a running moat: taking it over would cut that one off
+				// from the MTA. Only a stale socket (nobody listening) is removed.
+				if c, err := net.DialTimeout("unix", addr, time.Second); err == nil {
+					c.Close()
+					closeAll()
+					return nil, fmt.Errorf("listen %s: the socket is in use by another process", spec)
+				}
 				_ = os.Remove(addr)
 			}
 			if err := os.MkdirAll(filepath.Dir(addr), 0o755); err != nil {

@@ -539,3 +539,20 @@ func TestSpoolFileRemovedOnAbortAndAfterMessage(t *testing.T) {
 	}
 	waitFor(0, "after the message")
 }
+
+func TestListenRefusesASocketInUse(t *testing.T) {
+	ts := mustServe(t, testConfig)
+	cfg := DefaultConfig()
+	cfg.Listen = []string{"unix:" + ts.path}
+	if lns, err := Listen(cfg, slog.Default()); err == nil {
+		for _, l := range lns {
+			l.Close()
+		}
+		t.Fatal("a second moat took over a socket another one serves on")
+	} else if !strings.Contains(err.Error(), "in use") {
+		t.Errorf("error: %v", err)
+	}
+	// The first server still answers.
+	s := ts.session(t, gomilter.NewMacroBag())
+	transaction(t, s, "sender@example.org")
+}

@@ -33,6 +33,10 @@ type session struct {
 	// takes SMFIR_SKIP and waits for a reply to each body chunk, so the rest of the body can be skipped.
 	bodyLimit int64
 	canSkip   bool
+	// proto is the negotiated protocol; held is a refusal found at connect or HELO when the MTA was told not
+	// to wait for an answer there (the engine changed between negotiation and now): it is given at MAIL.
+	proto gomilter.OptProtocol
+	held  *policy.Decision
 }
 
 // answer turns a decision into the milter reply for an envelope stage.
@@ -67,7 +71,8 @@ func (m *session) guard(stage string, resp **gomilter.Response, err *error) {
 	m.srv.log.Error("panic in milter session", "ref", ref, "stage", stage, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 	d := policy.Decision{Action: policy.ActTempfail, Check: "moat", Reason: "internal-error",
 		Reply: policy.Reply{Code: 451, Enhanced: "4.3.0", Text: "Internal error, please try again later (ref=" + ref + ")"}}
-	if m.s != nil && m.inMessage {
+	// At RCPT the answer is for that recipient only; elsewhere it ends the message.
+	if m.s != nil && m.inMessage && stage != "rcpt" {
 		m.endMessage(d, 0)
 	}
 	*resp, *err = answer(d), nil
@@ -75,10 +80,16 @@ func (m *session) guard(stage string, resp **gomilter.Response, err *error) {
 
 func (m *session) NewConnection(mod gomilter.Modifier) error {
 	m.srv.active.Add(1)
-	m.eng = m.srv.engine.Load()
-	m.eng.Acquire()
+	// A reload may retire the engine between Load and Acquire: then load the new one.
+	for {
+		m.eng = m.srv.engine.Load()
+		if m.eng.Acquire() {
+			break
+		}
+	}
+	m.proto = mod.Protocol()
 	m.bodyLimit = m.eng.BodyLimit()
-	p := mod.Protocol()
+	p := m.proto
 	m.canSkip = p&gomilter.OptSkip != 0 && p&gomilter.OptNoBodyReply == 0 && p&gomilter.OptNoBody == 0
 	m.s = policy.NewSession()
 	return nil
@@ -96,14 +107,24 @@ func (m *session) Connect(host, family string, port uint16, addr string, mod gom
 	}
 	s.ClientPTR = mod.Get("{client_ptr}")
 	s.Daemon = mod.Get("{daemon_name}")
-	return answer(m.eng.Connect(context.Background(), s)), nil
+	return m.hold(m.eng.Connect(context.Background(), s), gomilter.OptNoConnReply), nil
 }
 
 func (m *session) Helo(name string, mod gomilter.Modifier) (resp *gomilter.Response, err error) {
 	defer m.guard("helo", &resp, &err)
 	m.s.Helo = name
 	m.readTLS(mod)
-	return answer(m.eng.Helo(context.Background(), m.s)), nil
+	return m.hold(m.eng.Helo(context.Background(), m.s), gomilter.OptNoHeloReply), nil
+}
+
+// hold answers a connect or HELO decision, or keeps a refusal for MAIL when the MTA does not wait for an
+// answer at this stage.
+func (m *session) hold(d policy.Decision, noReply gomilter.OptProtocol) *gomilter.Response {
+	if m.proto&noReply != 0 && (d.Action == policy.ActReject || d.Action == policy.ActTempfail) {
+		m.held = &d
+		return gomilter.RespContinue
+	}
+	return answer(d)
 }
 
 func (m *session) readTLS(mod gomilter.Modifier) {
@@ -119,6 +140,9 @@ func (m *session) MailFrom(from, args string, mod gomilter.Modifier) (resp *gomi
 	m.readTLS(mod)
 	m.s.Auth = policy.AuthInfo{Type: mod.Get("{auth_type}"), Authen: mod.Get("{auth_authen}"), Author: mod.Get("{auth_author}")}
 	d := m.eng.Mail(context.Background(), m.s, from, args)
+	if m.held != nil {
+		d = *m.held
+	}
 	m.s.QueueID = mod.Get("i")
 	m.inMessage = true
 	if d.Action == policy.ActReject || d.Action == policy.ActTempfail || d.Action == policy.ActDiscard {

@@ -10,7 +10,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/moatmail/moat/config"
@@ -75,8 +74,9 @@ type Engine struct {
 	env      *Env
 	log      *slog.Logger
 
-	users   atomic.Int64
-	retired atomic.Bool
+	mu      sync.Mutex
+	users   int
+	retired bool
 	closed  sync.Once
 }
 
@@ -118,8 +118,11 @@ func Build(f *config.File, logger *slog.Logger) (*Engine, error) {
 	if st.RejectScore > 0 && st.TagScore > st.RejectScore {
 		return nil, psec.Errorf("tag_score", "must not be above reject_score")
 	}
-	if st.StageTimeout <= 0 || st.MessageTimeout <= 0 {
-		return nil, psec.Errorf("stage_timeout", "timeouts must be positive")
+	if st.StageTimeout <= 0 {
+		return nil, psec.Errorf("stage_timeout", "must be positive")
+	}
+	if st.MessageTimeout <= 0 {
+		return nil, psec.Errorf("message_timeout", "must be positive")
 	}
 	e := &Engine{
 		Settings: st,
@@ -233,21 +236,36 @@ func (e *Engine) Checks() []string {
 	return out
 }
 
-// Acquire marks the engine in use by a session; Release ends that use. A retired engine closes its checks
-// when the last user releases it.
-func (e *Engine) Acquire() { e.users.Add(1) }
+// Acquire marks the engine in use by a session and reports whether it may be used: a retired engine that
+// has no users left is closed, and the caller must load the current one again. Release ends a use.
+func (e *Engine) Acquire() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.retired && e.users == 0 {
+		return false
+	}
+	e.users++
+	return true
+}
 
-// Release ends a use started with Acquire.
+// Release ends a use started with Acquire; the last user of a retired engine closes it.
 func (e *Engine) Release() {
-	if e.users.Add(-1) == 0 && e.retired.Load() {
+	e.mu.Lock()
+	e.users--
+	last := e.users == 0 && e.retired
+	e.mu.Unlock()
+	if last {
 		e.close()
 	}
 }
 
 // Retire marks the engine as replaced (reload or shutdown); it closes once no session uses it.
 func (e *Engine) Retire() {
-	e.retired.Store(true)
-	if e.users.Load() == 0 {
+	e.mu.Lock()
+	e.retired = true
+	idle := e.users == 0
+	e.mu.Unlock()
+	if idle {
 		e.close()
 	}
 }
@@ -482,11 +500,23 @@ func (e *Engine) EOM(ctx context.Context, s *Session, m Message) Outcome {
 		}
 	}
 	d := Analyze(Input{Stage: StageEOM, Ref: s.Ref, Findings: counted, Whitelisted: wl, Score: score}, e.params)
+	d.DryRun = append(RcptDryRun(s), d.DryRun...)
 	out := Outcome{Decision: d, Score: score}
 	if d.Action == ActReject || d.Action == ActTempfail || d.Action == ActDiscard {
 		return out
 	}
 	e.composeHeaders(s, &out, all, scored, wl)
+	return out
+}
+
+// RcptDryRun lists what dry-run checks would have done to the recipients of the message.
+func RcptDryRun(s *Session) []string {
+	var out []string
+	for _, r := range s.Rcpts {
+		for _, note := range r.Decision.DryRun {
+			out = append(out, r.Addr.String()+": "+note)
+		}
+	}
 	return out
 }
 
@@ -533,6 +563,9 @@ func (e *Engine) decideNow(stage Stage, s *Session, r *Recipient, f Finding) Dec
 // run runs the checks of one envelope stage in order; each sees the findings of the ones before it.
 func (e *Engine) run(ctx context.Context, stage Stage, s *Session, r *Recipient) []Finding {
 	s.setStage(stage)
+	// One deadline for the whole stage: the MTA waits for one answer per SMTP command.
+	ctx, cancel := context.WithTimeout(ctx, e.Settings.StageTimeout.D())
+	defer cancel()
 	var out []Finding
 	for _, en := range e.byStage[stage] {
 		if en.kind == KindAntispam && s.Whitelisted(r) {
@@ -564,40 +597,65 @@ func (e *Engine) run(ctx context.Context, stage Stage, s *Session, r *Recipient)
 
 // call runs one check with its deadline. A panic becomes a tempfail finding for this message (the daemon
 // lives on), logged with its stack.
-func (e *Engine) call(ctx context.Context, en *entry, stage Stage, s *Session, r *Recipient, fn func(context.Context) []Finding) (fs []Finding) {
-	timeout := en.timeout
-	if timeout == 0 {
-		timeout = e.Settings.StageTimeout.D()
-		if stage == StageEOM {
-			timeout = e.Settings.MessageTimeout.D()
-		}
+// call runs one check under its deadline: the check's own timeout, within what is left of the stage's. A
+// panic becomes a tempfail finding for this message (the daemon lives on), logged with its stack. A check that
+// overruns its deadline (one that ignores its context) is abandoned and answered for with a tempfail, so that
+// a hung dependency never holds the SMTP session until the MTA gives up on moat.
+func (e *Engine) call(ctx context.Context, en *entry, stage Stage, s *Session, r *Recipient, fn func(context.Context) []Finding) []Finding {
+	cctx := ctx
+	var cancel context.CancelFunc = func() {}
+	if en.timeout > 0 {
+		cctx, cancel = context.WithTimeout(ctx, en.timeout)
 	}
-	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	if en.dryRun {
 		cctx = context.WithValue(cctx, dryRunKey{}, true)
 	}
 	start := time.Now()
-	defer func() {
-		if p := recover(); p != nil {
-			e.log.Error("check panicked", "ref", s.Ref, "check", en.name, "stage", stage.String(),
-				"panic", fmt.Sprint(p), "stack", string(debug.Stack()))
-			fs = []Finding{panicFinding(fmt.Sprint(p))}
-		}
-		elapsed := time.Since(start)
-		if len(fs) == 0 {
-			fs = []Finding{{Status: StatusNone}}
-		}
-		for i := range fs {
-			f := &fs[i]
-			f.Check, f.Stage, f.Kind, f.Elapsed = en.name, stage, en.kind, elapsed
-			if en.dryRun && f.Verdict != None && f.Verdict != Whitelist {
-				f.DryRun, f.WouldBe, f.Verdict = true, f.Verdict, None
+	done := make(chan []Finding, 1)
+	go func() {
+		var fs []Finding
+		defer func() {
+			if p := recover(); p != nil {
+				e.log.Error("check panicked", "ref", s.Ref, "check", en.name, "stage", stage.String(),
+					"panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+				fs = []Finding{panicFinding(fmt.Sprint(p))}
 			}
-		}
+			done <- fs
+		}()
+		fs = fn(cctx)
 	}()
-	return fn(cctx)
+	var fs []Finding
+	select {
+	case fs = <-done:
+	case <-cctx.Done():
+		// Give a check that does honour its context a moment to return its own answer.
+		select {
+		case fs = <-done:
+		case <-time.After(overrunGrace):
+			e.log.Error("check overran its deadline; answering without it", "ref", s.Ref, "check", en.name,
+				"stage", stage.String(), "after", time.Since(start).String())
+			fs = []Finding{Tempfailf(StatusTempError, "timeout", 451, "4.4.3",
+				"Timeout while checking the message, please try again later")}
+			fs[0].Err = fmt.Errorf("%s: deadline exceeded after %s", en.name, time.Since(start).Round(time.Millisecond))
+		}
+	}
+	elapsed := time.Since(start)
+	if len(fs) == 0 {
+		fs = []Finding{{Status: StatusNone}}
+	}
+	for i := range fs {
+		f := &fs[i]
+		f.Check, f.Stage, f.Kind, f.Elapsed = en.name, stage, en.kind, elapsed
+		if en.dryRun && f.Verdict != None && f.Verdict != Whitelist {
+			f.DryRun, f.WouldBe, f.Verdict = true, f.Verdict, None
+		}
+	}
+	return fs
 }
+
+// overrunGrace is how long a check whose deadline passed may still take to return its own answer.
+const overrunGrace = 250 * time.Millisecond
 
 type dryRunKey struct{}
 

@@ -418,3 +418,87 @@ func (c ctxRcpt) Rcpt(ctx context.Context, _ *Session, _ *Recipient) []Finding {
 	c.f(ctx)
 	return nil
 }
+
+func TestCheckIgnoringItsDeadlineIsAbandoned(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	fakes = map[string]Check{"greylist": ctxRcpt{name: "greylist", f: func(context.Context) { <-release }}}
+	f, _ := config.Parse("moat.toml", []byte("[checks.greylist]\ntimeout = \"50ms\"\n"))
+	e, err := Build(f, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newTestSession()
+	e.Mail(context.Background(), s, "a@b.example", "")
+	// The check blocks until the test ends: only the engine's own deadline can answer.
+	_, d := e.Rcpt(context.Background(), s, "c@d.example", "")
+	if d.Action != ActTempfail || d.Reply.Code != 451 || d.Reason != "timeout" {
+		t.Errorf("got %+v, want a 451 for the timeout", d)
+	}
+}
+
+func TestOneDeadlinePerStage(t *testing.T) {
+	var late []string
+	wait := func(name string) Check {
+		return ctxRcpt{name: name, f: func(ctx context.Context) {
+			if ctx.Err() != nil {
+				late = append(late, name)
+				return
+			}
+			<-ctx.Done()
+		}}
+	}
+	fakes = map[string]Check{"relay": wait("relay"), "senderlists": wait("senderlists"), "greylist": wait("greylist")}
+	f, _ := config.Parse("moat.toml", []byte("[policy]\nstage_timeout = \"100ms\"\n[checks.relay]\n[checks.senderlists]\n[checks.greylist]\n"))
+	e, err := Build(f, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newTestSession()
+	e.Mail(context.Background(), s, "a@b.example", "")
+	e.Rcpt(context.Background(), s, "c@d.example", "")
+	// The first check uses up the stage's time; the ones after it start with the deadline already passed.
+	if strings.Join(late, ",") != "senderlists,greylist" {
+		t.Errorf("checks that started after the stage deadline: %v, want [senderlists greylist]", late)
+	}
+}
+
+func TestRecipientDryRunInSummaryAndTrace(t *testing.T) {
+	refuse := fakeRcpt{&fake{name: "relay", kind: KindAccess, rcpt: func(*Session, *Recipient) []Finding {
+		return []Finding{Rejectf(StatusFail, "relay-denied", 550, "5.7.1", "cannot relay")}
+	}}}
+	e, logs := mustEngine(t, "[checks.relay]\ndry_run = true\n", map[string]Check{"relay": refuse})
+	s := newTestSession()
+	e.Mail(context.Background(), s, "a@b.example", "")
+	e.Rcpt(context.Background(), s, "c@d.example", "")
+	out := e.EOM(context.Background(), s, memMessage("\r\nbody\r\n"))
+	e.LogMessage(s, out.Decision, out.Score)
+	if !strings.Contains(logs.String(), `dry_run="c@d.example: relay: reject (relay-denied)"`) {
+		t.Errorf("summary lacks the recipient's dry-run note: %s", logs.String())
+	}
+	trace := ""
+	for _, h := range out.AddHeaders {
+		if h.Name == "X-Moat" {
+			trace = h.Value
+		}
+	}
+	if !strings.Contains(trace, "dry-run=c@d.example:_relay:_reject_(relay-denied)") {
+		t.Errorf("trace header lacks the dry-run note: %q", trace)
+	}
+}
+
+func TestRetiredEngineIsNotHandedOut(t *testing.T) {
+	e, _ := mustEngine(t, "", nil)
+	if !e.Acquire() {
+		t.Fatal("a new engine must be usable")
+	}
+	e.Retire()
+	if !e.Acquire() {
+		t.Error("a retired engine still in use may take more users of the same session")
+	}
+	e.Release()
+	e.Release()
+	if e.Acquire() {
+		t.Error("a retired engine with no users is closed and must not be acquired")
+	}
+}

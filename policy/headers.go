@@ -108,6 +108,25 @@ func authservIDOf(v string) string {
 	if i := strings.IndexByte(v, ';'); i >= 0 {
 		v = v[:i]
 	}
+	v = strings.TrimSpace(v)
+	if strings.HasPrefix(v, `"`) {
+		// authserv-id is a value: a quoted string names the same id (../rfc/8601 section 2.2).
+		var b strings.Builder
+		for i := 1; i < len(v); i++ {
+			switch c := v[i]; c {
+			case '\\':
+				if i+1 < len(v) {
+					i++
+					b.WriteByte(v[i])
+				}
+			case '"':
+				return b.String()
+			default:
+				b.WriteByte(c)
+			}
+		}
+		return b.String()
+	}
 	fields := strings.Fields(v)
 	if len(fields) == 0 {
 		return ""

@@ -80,8 +80,17 @@ func LogMessage(log *slog.Logger, s *Session, final Decision, score float64) {
 		times = append(times, fmt.Sprintf("%s=%.1f", c, float64(spent[c].Microseconds())/1000))
 	}
 	attrs = append(attrs, slog.String("checks", strings.Join(checks, " ")), slog.String("ms", strings.Join(times, " ")))
-	if len(final.DryRun) > 0 {
-		attrs = append(attrs, slog.String("dry_run", strings.Join(final.DryRun, "; ")))
+	// What dry-run checks would have done, to the message and to each recipient, each note once.
+	var dry []string
+	seen := map[string]bool{}
+	for _, note := range append(RcptDryRun(s), final.DryRun...) {
+		if !seen[note] {
+			seen[note] = true
+			dry = append(dry, note)
+		}
+	}
+	if len(dry) > 0 {
+		attrs = append(attrs, slog.String("dry_run", strings.Join(dry, "; ")))
 	}
 	if len(errs) > 0 {
 		attrs = append(attrs, slog.String("errors", strings.Join(errs, "; ")))
@@ -95,7 +104,7 @@ func clientString(s *Session) string {
 	if s.ClientIP.IsValid() {
 		ip = s.ClientIP.String()
 	}
-	if s.ClientName != "" {
+	if s.ClientName != "" && s.ClientName != "["+ip+"]" {
 		return s.ClientName + "[" + ip + "]"
 	}
 	return "[" + ip + "]"

@@ -28,6 +28,7 @@ type scanReport struct {
 	HeadersAdded   []scanHeader `json:"headers_added"`
 	HeadersRemoved []scanHeader `json:"headers_removed"`
 	Ref            string       `json:"ref"`
+	ClientIP       string       `json:"client_ip"` // the client the transaction was judged as coming from (--ip)
 	Recipients     []scanRcpt   `json:"recipients"`
 	DryRun         []string     `json:"dry_run,omitempty"`
 	Stage          string       `json:"stage"`
@@ -82,7 +83,7 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 	path := configFlag(fs)
 	in := scanInput{}
 	var rcpts listFlag
-	fs.StringVar(&in.IP, "ip", "127.0.0.1", "client IP address")
+	fs.StringVar(&in.IP, "ip", "127.0.0.1", "client IP address (mind that access checks may trust loopback: give the real client's)")
 	fs.StringVar(&in.Helo, "helo", "localhost", "HELO name")
 	fs.StringVar(&in.From, "from", "", "envelope sender (default: the message's From address; \"<>\" for the null sender)")
 	fs.Var(&rcpts, "rcpt", "envelope recipient (repeat for several; default: the message's To addresses)")
@@ -182,7 +183,7 @@ func scan(ctx context.Context, eng *policy.Engine, in scanInput) (*scanReport, e
 		return nil, errors.New("no recipient: give --rcpt or a To: header")
 	}
 
-	rep := &scanReport{}
+	rep := &scanReport{ClientIP: in.IP}
 	done := func(stage policy.Stage, d policy.Decision) (*scanReport, error) {
 		rep.fill(s, stage, d, 0)
 		eng.Abort(s)

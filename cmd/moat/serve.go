@@ -9,7 +9,8 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"slices"
+	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"syscall"
@@ -41,6 +42,12 @@ func loadLogConfig(f *config.File) (logConfig, error) {
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(c.Level)); err != nil {
 		return c, sec.Errorf("level", "want debug, info, warn or error, got %q", c.Level)
+	}
+	if c.File != "" && c.File != "-" {
+		c.File = f.Abs(c.File)
+		if st, err := os.Stat(filepath.Dir(c.File)); err != nil || !st.IsDir() {
+			return c, sec.Errorf("file", "directory %s does not exist", filepath.Dir(c.File))
+		}
 	}
 	return c, nil
 }
@@ -129,7 +136,7 @@ func runServe(args []string, _, stderr io.Writer) int {
 	defer signal.Stop(sigs)
 	for sig := range sigs {
 		if sig == syscall.SIGHUP {
-			reload(*path, mc, srv, log)
+			reload(*path, mc, lc, srv, log)
 			continue
 		}
 		log.Info("shutting down: no new connections, waiting for sessions in flight",
@@ -149,10 +156,11 @@ func runServe(args []string, _, stderr io.Writer) int {
 }
 
 // reload builds a new engine from the file and swaps it in atomically; an invalid file changes nothing.
-func reload(path string, running milter.Config, srv *milter.Server, log *slog.Logger) {
+func reload(path string, running milter.Config, runningLog logConfig, srv *milter.Server, log *slog.Logger) {
 	f, err := config.Load(path)
+	var lc logConfig
 	if err == nil {
-		_, err = loadLogConfig(f)
+		lc, err = loadLogConfig(f)
 	}
 	var mc milter.Config
 	if err == nil {
@@ -166,8 +174,11 @@ func reload(path string, running milter.Config, srv *milter.Server, log *slog.Lo
 		log.Error("reload failed; the running configuration stays in force", "err", err)
 		return
 	}
-	if !slices.Equal(mc.Listen, running.Listen) {
-		log.Warn("reload: listen sockets changed; they take effect at restart", "running", strings.Join(running.Listen, " "))
+	if !reflect.DeepEqual(mc, running) {
+		log.Warn("reload: [milter] settings changed; they take effect at restart", "running_listen", strings.Join(running.Listen, " "))
+	}
+	if lc != runningLog {
+		log.Warn("reload: [log] settings changed; they take effect at restart")
 	}
 	srv.Swap(eng)
 	log.Info("configuration reloaded", "config", path, "checks", orNone(eng.Checks()))

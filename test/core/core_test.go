@@ -359,3 +359,40 @@ func TestBadConfigs(t *testing.T) {
 		})
 	}
 }
+
+// TestShutdownDrainsSessionInFlight: SIGTERM while a message is being checked lets that message finish
+// (delivered, with moat's headers), then moat exits.
+func TestShutdownDrainsSessionInFlight(t *testing.T) {
+	dir := stack.TempDir(t, "moat")
+	sock := filepath.Join(dir, "moat.sock")
+	cfg := filepath.Join(dir, "moat.toml")
+	body := moatConfig("unix:"+sock) + "delay = \"2s\"\n"
+	if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m := stack.StartMoat(t, cfg, "unix:"+sock)
+	pf := stack.StartPostfix(t, stack.PostfixOptions{Milter: "unix:" + sock, Mailboxes: mailboxes})
+	done := make(chan stack.SMTPResult, 1)
+	go func() {
+		done <- stack.SendMail(t, pf.Addr, "client.example.org", "sender@example.org", []string{"ok@example.test"}, message("drain", "body"))
+	}()
+	// Wait until the message is in its end-of-message check, then ask moat to stop.
+	time.Sleep(1 * time.Second)
+	if err := m.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	res := <-done
+	if !res.OK() {
+		t.Fatalf("the message in flight was not accepted: %v\n%s", res, m.Log())
+	}
+	msgs := pf.WaitMessages(t, "ok@example.test", 1, 30*time.Second)
+	if !strings.Contains(string(msgs[0]), "X-Moat: ref=") {
+		t.Errorf("delivered without moat's headers:\n%s", msgs[0])
+	}
+	if err := m.Wait(t, 20*time.Second); err != nil {
+		t.Errorf("moat did not exit after draining: %v", err)
+	}
+	if !strings.Contains(m.Log(), "waiting for sessions in flight") || !strings.Contains(m.Log(), "moat stopped") {
+		t.Errorf("log:\n%s", m.Log())
+	}
+}
