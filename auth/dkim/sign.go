@@ -10,12 +10,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/mail"
 	"os"
 	"strings"
 
 	msgdkim "github.com/emersion/go-msgauth/dkim"
 
+	"github.com/moatmail/moat/auth/internal/fromheader"
+	"github.com/moatmail/moat/auth/resolver"
 	"github.com/moatmail/moat/config"
 	"github.com/moatmail/moat/policy"
 )
@@ -55,7 +56,7 @@ type key struct {
 //	[[checks.dkimsign.keys]]
 //	domain = "example.org"
 //	selector = "s2026"
-//	key_file = "/etc/moat/dkim/example.org.s2026.pem"   # from `moat dkim keygen`
+//	key_file = "/etc/moat/dkim/example.org.s2026.pem"   # from `moat dkim keygen`; relative: to the config file
 type SignCheck struct {
 	keys       []key
 	headers    []string
@@ -88,11 +89,16 @@ func setupSign(sec *config.Section, env *policy.Env) (policy.Check, error) {
 		if k.Domain == "" || k.Selector == "" || k.KeyFile == "" {
 			return nil, sec.Errorf(path, "domain, selector and key_file are required")
 		}
-		signer, err := LoadKey(k.KeyFile)
+		domain, err := resolver.ToASCII(k.Domain)
+		if err != nil {
+			return nil, sec.Errorf(path+".domain", "%v", err)
+		}
+		// A relative key_file is relative to the configuration file, not to the working directory.
+		signer, err := LoadKey(sec.File().Abs(k.KeyFile))
 		if err != nil {
 			return nil, sec.Errorf(path+".key_file", "%v", err)
 		}
-		ch.keys = append(ch.keys, key{domain: policy.NormalizeDomain(k.Domain), selector: k.Selector, signer: signer})
+		ch.keys = append(ch.keys, key{domain: domain, selector: k.Selector, signer: signer})
 	}
 	return ch, nil
 }
@@ -103,33 +109,15 @@ func (c *SignCheck) Name() string { return "dkimsign" }
 // Kind implements policy.Check.
 func (c *SignCheck) Kind() policy.Kind { return policy.KindInfo }
 
-// FromDomain returns the domain of the single From: address of a header, or an error when there is not
-// exactly one (RFC 5322 section 3.6.2 allows several addresses; DKIM and DMARC need one domain).
+// FromDomain returns the domain of the single From: address of a header, in A-label form, or an error when
+// there is not exactly one (RFC 5322 section 3.6.2 allows several addresses; DKIM and DMARC need one). A
+// display name in any charset is fine: only the address is read.
 func FromDomain(s *policy.Session) (string, error) {
-	vals := s.HeaderValues("From")
-	if len(vals) != 1 {
-		return "", fmt.Errorf("dkim: %d From fields", len(vals))
-	}
-	addrs, err := mail.ParseAddressList(strings.TrimSpace(vals[0]))
+	d, err := fromheader.Domain(s.HeaderValues("From"))
 	if err != nil {
-		return "", fmt.Errorf("dkim: unparsable From: %w", err)
+		return "", fmt.Errorf("dkim: %w", err)
 	}
-	domain := ""
-	for _, a := range addrs {
-		at := strings.LastIndexByte(a.Address, '@')
-		if at < 0 {
-			return "", errors.New("dkim: From address without domain")
-		}
-		d := policy.NormalizeDomain(a.Address[at+1:])
-		if domain != "" && d != domain {
-			return "", errors.New("dkim: From addresses of several domains")
-		}
-		domain = d
-	}
-	if domain == "" {
-		return "", errors.New("dkim: empty From")
-	}
-	return domain, nil
+	return d, nil
 }
 
 // Message signs the message when the sender may and a key fits.

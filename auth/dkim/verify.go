@@ -10,11 +10,14 @@
 // header block is complete. At most max_signatures signatures are verified (the library is unbounded by
 // default). Each signature gives one Authentication-Results entry with header.d, header.s and header.b
 // (RFC 8601 section 2.7.1, RFC 6008), and the fact "dkim/pass-domains" lists the d= domains that passed, for
-// DMARC. A failing signature alone never refuses mail: by default results are only recorded.
+// DMARC. A failing signature alone never refuses mail: by default results are only recorded. The fail and
+// temperror actions apply only when no signature passed: RFC 6376 section 6.1 treats a signature that does
+// not verify as if it were absent, so a broken signature next to a good one changes nothing. The d= domains
+// are compared and looked up in A-label form (IDNA).
 //
 //	[checks.dkim]
 //	max_signatures = 5
-//	max_buffer = 33554432      # bytes buffered while keys are looked up
+//	max_buffer = 4194304       # bytes buffered per message while keys are looked up (4 MB)
 //	fail = "ignore"            # action for a failing signature: score[:N], quarantine, reject, ignore
 //	temperror = "ignore"
 //	lookup_timeout = "10s"
@@ -45,6 +48,11 @@ func init() {
 	policy.Register("dkimsign", setupSign)
 }
 
+// DefaultMaxBuffer is the default of max_buffer: the bytes one session may hold while its keys are looked
+// up. The verifier reads the body as soon as the keys are in, so this bounds only the part that arrives during
+// the lookup; a message that outruns it gets temperror (and the temperror action).
+const DefaultMaxBuffer = 4 << 20
+
 // FactPassDomains lists the d= domains of passing signatures, comma separated.
 const FactPassDomains = "dkim/pass-domains"
 
@@ -66,7 +74,7 @@ type VerifyCheck struct {
 }
 
 func setupVerify(sec *config.Section, env *policy.Env) (policy.Check, error) {
-	c := verifyCfg{MaxSignatures: 5, MaxBuffer: 32 << 20, Fail: "ignore", TempError: "ignore",
+	c := verifyCfg{MaxSignatures: 5, MaxBuffer: DefaultMaxBuffer, Fail: "ignore", TempError: "ignore",
 		LookupTimeout: config.Duration(10 * time.Second)}
 	if err := sec.Decode(&c); err != nil {
 		return nil, err
@@ -127,6 +135,15 @@ func parseTags(v string) map[string]string {
 	return out
 }
 
+// asciiDomain returns d= in A-label form, or lower case as written when it does not convert (it cannot pass
+// then: its key is not found).
+func asciiDomain(d string) string {
+	if a, err := resolver.ToASCII(d); err == nil {
+		return a
+	}
+	return strings.ToLower(d)
+}
+
 func signatures(s *policy.Session, max int) []sigInfo {
 	var out []sigInfo
 	for _, v := range s.HeaderValues("DKIM-Signature") {
@@ -138,7 +155,7 @@ func signatures(s *policy.Session, max int) []sigInfo {
 		if len(b) > 8 {
 			b = b[:8] // RFC 6008 section 4: enough of b= to tell signatures apart
 		}
-		out = append(out, sigInfo{d: strings.ToLower(t["d"]), s: t["s"], b: b})
+		out = append(out, sigInfo{d: asciiDomain(t["d"]), s: t["s"], b: b})
 	}
 	return out
 }
@@ -216,18 +233,25 @@ func (st *stream) Finish(ctx context.Context) []policy.Finding {
 	}
 	var out []policy.Finding
 	var pass []string
+	for _, v := range st.verifs {
+		if v.Err == nil {
+			pass = append(pass, asciiDomain(v.Domain))
+		}
+	}
+	// ../rfc/6376 section 6.1: a signature that fails is as if absent; with one that passes, the others'
+	// failures are recorded but not acted on.
+	act := len(pass) == 0
 	for i, v := range st.verifs {
-		info := sigInfo{d: strings.ToLower(v.Domain)}
+		info := sigInfo{d: asciiDomain(v.Domain)}
 		if i < len(st.sigs) {
 			info = st.sigs[i]
 			if v.Domain != "" {
-				info.d = strings.ToLower(v.Domain)
+				info.d = asciiDomain(v.Domain)
 			}
 		}
 		status, why := policy.StatusPass, ""
 		switch {
 		case v.Err == nil:
-			pass = append(pass, info.d)
 		case msgdkim.IsTempFail(v.Err):
 			status, why = policy.StatusTempError, v.Err.Error()
 		case msgdkim.IsPermFail(v.Err):
@@ -235,7 +259,12 @@ func (st *stream) Finish(ctx context.Context) []policy.Finding {
 		default:
 			status, why = policy.StatusFail, v.Err.Error()
 		}
-		out = append(out, st.result(status, info, why))
+		f := st.result(status, info, why)
+		if !act && status != policy.StatusPass {
+			f.Verdict, f.Reply, f.Score, f.Scored = policy.None, policy.Reply{}, 0, false
+			f.Detail += " (another signature passed: no action)"
+		}
+		out = append(out, f)
 	}
 	if errors.Is(st.err, msgdkim.ErrTooManySignatures) && len(out) > 0 {
 		out[len(out)-1].Detail += fmt.Sprintf("; more than %d signatures, the rest ignored", st.c.maxSigs)
@@ -268,7 +297,7 @@ func (st *stream) result(status policy.Status, info sigInfo, why string) policy.
 		f.Tests = []string{"DKIM_INVALID"}
 		st.c.fail.Apply(&f, policy.Reply{Code: 550, Enhanced: "5.7.20", Text: "DKIM signature did not verify"}, policy.Reply{})
 	case policy.StatusTempError:
-		st.c.temp.Apply(&f, policy.Reply{}, policy.Reply{Code: 451, Enhanced: "4.7.5", Text: "DKIM key lookup failed temporarily, please try again later"})
+		st.c.temp.Apply(&f, policy.Reply{}, policy.Reply{Code: 451, Enhanced: "4.7.0", Text: "DKIM key lookup failed temporarily, please try again later"})
 	case policy.StatusPass:
 		f.Tests = []string{"DKIM_VALID"}
 	}

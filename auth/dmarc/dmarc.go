@@ -15,7 +15,9 @@
 //
 // A message whose From: has no domain, addresses of several domains, or several From fields gets
 // dmarc=permerror and the multiple_from action (default reject): section 6.6.1 lets a receiver reject such
-// mail, and letting it through would let a sender pick the domain DMARC is evaluated for.
+// mail, and letting it through would let a sender pick the domain DMARC is evaluated for. Only the
+// addresses of From: are read (a display name in any charset is fine), and the domain is looked up and
+// aligned in A-label form (IDNA); a domain that does not convert is a permerror.
 //
 // # Configuration
 //
@@ -31,11 +33,11 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"net/mail"
 	"strings"
 
 	"golang.org/x/net/publicsuffix"
 
+	"github.com/moatmail/moat/auth/internal/fromheader"
 	"github.com/moatmail/moat/auth/resolver"
 	"github.com/moatmail/moat/auth/resolver/action"
 	"github.com/moatmail/moat/config"
@@ -87,7 +89,11 @@ func setup(sec *config.Section, env *policy.Env) (policy.Check, error) {
 		if !ok {
 			return nil, sec.Errorf("override."+d, "want none, quarantine or reject")
 		}
-		ch.override[policy.NormalizeDomain(d)] = pol
+		ad, err := resolver.ToASCII(d)
+		if err != nil {
+			return nil, sec.Errorf("override."+d, "%v", err)
+		}
+		ch.override[ad] = pol
 	}
 	if ch.res, err = resolver.FromEnv(env); err != nil {
 		return nil, err
@@ -104,7 +110,11 @@ func (c *Check) Kind() policy.Kind { return policy.KindAntispam }
 // OrgDomain returns the organizational domain of d (RFC 7489 section 3.2): the public suffix plus one label,
 // or d itself when d is a public suffix or has a single label.
 func OrgDomain(d string) string {
-	d = policy.NormalizeDomain(d)
+	if a, err := resolver.ToASCII(d); err == nil {
+		d = a
+	} else {
+		d = policy.NormalizeDomain(d)
+	}
 	org, err := publicsuffix.EffectiveTLDPlusOne(d)
 	if err != nil {
 		return d
@@ -113,9 +123,11 @@ func OrgDomain(d string) string {
 }
 
 // Aligned reports whether an authenticated domain aligns with the From domain (RFC 7489 section 3.1).
+// Both are compared in A-label form; a domain that does not convert never aligns.
 func Aligned(id, from string, strict bool) bool {
-	id, from = policy.NormalizeDomain(id), policy.NormalizeDomain(from)
-	if id == "" || from == "" {
+	id, err1 := resolver.ToASCII(id)
+	from, err2 := resolver.ToASCII(from)
+	if err1 != nil || err2 != nil || id == "" || from == "" {
 		return false
 	}
 	if strict {
@@ -127,26 +139,34 @@ func Aligned(id, from string, strict bool) bool {
 // Lookup finds the DMARC record for a From domain: at the domain, else at its organizational domain. It
 // returns the record, the domain it was found at, and an error that is temporary when the DNS failed; a nil
 // record without error means no policy.
+//
+// ../rfc/7489 section 6.6.3: the organizational domain is asked only when the From domain has no DMARC
+// record; several records at the From domain end the discovery there, without policy (step 5).
 func Lookup(ctx context.Context, res *resolver.Resolver, from string) (*Record, string, error) {
-	r, err := lookupAt(ctx, res, from)
-	if err != nil || r != nil {
+	from, err := resolver.ToASCII(from)
+	if err != nil {
+		return nil, "", err
+	}
+	r, n, err := lookupAt(ctx, res, from)
+	if err != nil || r != nil || n > 1 {
 		return r, from, err
 	}
 	org := OrgDomain(from)
 	if org == from {
 		return nil, "", nil
 	}
-	r, err = lookupAt(ctx, res, org)
+	r, _, err = lookupAt(ctx, res, org)
 	return r, org, err
 }
 
-func lookupAt(ctx context.Context, res *resolver.Resolver, domain string) (*Record, error) {
+// lookupAt returns the one DMARC record at domain and the number of DMARC records found there.
+func lookupAt(ctx context.Context, res *resolver.Resolver, domain string) (*Record, int, error) {
 	txts, err := res.LookupTXT(ctx, "_dmarc."+domain)
 	if err != nil {
 		if resolver.IsNotFound(err) {
-			return nil, nil
+			return nil, 0, nil
 		}
-		return nil, err
+		return nil, 0, err
 	}
 	var recs []*Record
 	for _, t := range txts {
@@ -158,37 +178,14 @@ func lookupAt(ctx context.Context, res *resolver.Resolver, domain string) (*Reco
 	}
 	// ../rfc/7489 section 6.6.3 step 5: more than one record, or none, means no policy here.
 	if len(recs) != 1 {
-		return nil, nil
+		return nil, len(recs), nil
 	}
-	return recs[0], nil
+	return recs[0], 1, nil
 }
 
-// fromDomain returns the one domain of the From: field(s).
+// fromDomain returns the one domain of the From: field(s), in A-label form.
 func fromDomain(s *policy.Session) (string, error) {
-	vals := s.HeaderValues("From")
-	if len(vals) != 1 {
-		return "", fmt.Errorf("%d From fields", len(vals))
-	}
-	addrs, err := mail.ParseAddressList(strings.TrimSpace(vals[0]))
-	if err != nil {
-		return "", fmt.Errorf("unparsable From: %v", err)
-	}
-	domain := ""
-	for _, a := range addrs {
-		at := strings.LastIndexByte(a.Address, '@')
-		if at < 0 {
-			return "", fmt.Errorf("From address %q without domain", a.Address)
-		}
-		d := policy.NormalizeDomain(a.Address[at+1:])
-		if domain != "" && d != domain {
-			return "", fmt.Errorf("From addresses in several domains")
-		}
-		domain = d
-	}
-	if domain == "" {
-		return "", fmt.Errorf("empty From")
-	}
-	return domain, nil
+	return fromheader.Domain(s.HeaderValues("From"))
 }
 
 // Message evaluates DMARC for the message.

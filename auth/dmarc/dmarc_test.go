@@ -59,6 +59,9 @@ func TestDMARC(t *testing.T) {
 		`_dmarc.twice.test. TXT "v=DMARC1; p=reject"`,
 		`_dmarc.twice.test. TXT "v=DMARC1; p=none"`,
 		`_dmarc.partner.test. TXT "v=DMARC1; p=reject"`,
+		`_dmarc.twice.example.test. TXT "v=DMARC1; p=reject"`,
+		`_dmarc.twice.example.test. TXT "v=DMARC1; p=quarantine"`,
+		`_dmarc.xn--bcher-kva.test. TXT "v=DMARC1; p=reject"`,
 	)
 	srv.Set("_dmarc.slow.test", dnstest.Timeout)
 	e := engine(t, srv, "[checks.dmarc.override]\n\"partner.test\" = \"none\"\n")
@@ -84,6 +87,13 @@ func TestDMARC(t *testing.T) {
 		{"lenient parsing keeps p=Reject", input{from: []string{"a@lenient.test"}, spfResult: "fail", spfDomain: "x.test"}, policy.ActReject, "fail", ""},
 		{"invalid p with rua is none", input{from: []string{"a@ruaonly.test"}, spfResult: "fail", spfDomain: "x.test"}, policy.ActAccept, "fail", ""},
 		{"two records mean no policy", input{from: []string{"a@twice.test"}, spfResult: "fail", spfDomain: "x.test"}, policy.ActAccept, "none", ""},
+		{"two records at a subdomain: no fallback to the org domain", input{from: []string{"a@twice.example.test"}, spfResult: "fail", spfDomain: "x.test"}, policy.ActAccept, "none", ""},
+		{"koi8-r display name", input{from: []string{"=?koi8-r?B?8NLJ18XU?= <a@example.test>"}, spfResult: "pass", spfDomain: "example.test"}, policy.ActAccept, "pass", ""},
+		{"iso-2022-jp display name", input{from: []string{"=?ISO-2022-JP?B?GyRCRnxLXDhsGyhC?= <a@example.test>"}, spfResult: "pass", spfDomain: "example.test"}, policy.ActAccept, "pass", ""},
+		{"windows-1251 display name still judged", input{from: []string{"=?windows-1251?B?z/Do4uXy?= <a@example.test>"}, spfResult: "pass", spfDomain: "evil.test"}, policy.ActReject, "fail", "DMARC policy of example.test"},
+		{"unicode From domain looked up as A-label", input{from: []string{"a@Bücher.test"}, spfResult: "pass", spfDomain: "evil.test"}, policy.ActReject, "fail", "DMARC policy of xn--bcher-kva.test"},
+		{"unicode From domain aligns with its A-label", input{from: []string{"a@bücher.test"}, spfResult: "fail", spfDomain: "x.test", dkimPasses: "mail.xn--bcher-kva.test"}, policy.ActAccept, "pass", ""},
+		{"From domain that is no IDN", input{from: []string{"a@a\u0301\u200d.test"}, spfResult: "pass", spfDomain: "x.test"}, policy.ActReject, "permerror", "exactly one From"},
 		{"administrator override", input{from: []string{"a@partner.test"}, spfResult: "fail", spfDomain: "x.test"}, policy.ActAccept, "fail", ""},
 		{"several From domains", input{from: []string{"a@example.test, b@other.test"}, spfResult: "pass", spfDomain: "example.test"}, policy.ActReject, "permerror", "exactly one From"},
 		{"two From fields", input{from: []string{"a@example.test", "a@example.test"}, spfResult: "pass", spfDomain: "example.test"}, policy.ActReject, "permerror", ""},
@@ -165,6 +175,9 @@ func TestAligned(t *testing.T) {
 		{"example.co.uk", "other.co.uk", false, false}, // public suffix: co.uk is not an organization
 		{"a.example.co.uk", "b.example.co.uk", false, true},
 		{"", "example.test", false, false},
+		{"mail.xn--bcher-kva.example", "Bücher.example", false, true},
+		{"xn--bcher-kva.example", "bücher.example", true, true},
+		{"bucher.example", "bücher.example", true, false},
 	}
 	for _, tc := range tests {
 		if got := Aligned(tc.id, tc.from, tc.strict); got != tc.want {

@@ -115,7 +115,7 @@ func setup(sec *config.Section, env *policy.Env) (policy.Check, error) {
 		ch.actions[r.reason] = a
 	}
 	for _, n := range c.OurNames {
-		ch.names[policy.NormalizeDomain(n)] = true
+		ch.names[asciiOr(n)] = true
 	}
 	for i, a := range c.OurAddresses {
 		ip, err := netip.ParseAddr(a)
@@ -269,7 +269,7 @@ func (c *Check) heloReasons(ctx context.Context, s *policy.Session) (reasons []s
 		}
 		return nil, ""
 	}
-	name := policy.NormalizeDomain(h)
+	name := asciiOr(h) // one spelling for U-labels and A-labels, so "claims our name" sees through either
 	if name == "" {
 		return []string{ReasonHeloNoResolve}, "empty"
 	}
@@ -438,4 +438,12 @@ func errString(err error) string {
 		return ""
 	}
 	return err.Error()
+}
+
+// asciiOr returns d in A-label form, or only normalized when it does not convert.
+func asciiOr(d string) string {
+	if a, err := resolver.ToASCII(d); err == nil {
+		return a
+	}
+	return policy.NormalizeDomain(d)
 }

@@ -40,7 +40,7 @@ helo_ours = "reject"
 helo_no_resolve = "reject"
 helo_ptr_mismatch = "score:2"
 temperror = "tempfail"
-our_names = ["mx.ours.test"]
+our_names = ["mx.ours.test", "mx.bücher.test"]
 our_addresses = ["203.0.113.25"]
 `
 	e := engine(t, srv, strict)
@@ -69,6 +69,10 @@ our_addresses = ["203.0.113.25"]
 			reply: "550 5.7.1 HELO address literal"},
 		{name: "helo literal is the client", ip: "192.0.2.1", helo: "[192.0.2.1]", want: policy.ActContinue},
 		{name: "helo claims our name", ip: "192.0.2.1", helo: "mx.ours.test", want: policy.ActReject,
+			reply: "HELO claims to be this server"},
+		{name: "helo claims our unicode name as A-label", ip: "192.0.2.1", helo: "MX.xn--bcher-kva.test", want: policy.ActReject,
+			reply: "HELO claims to be this server"},
+		{name: "helo claims our name as U-label", ip: "192.0.2.1", helo: "mx.Bücher.test", want: policy.ActReject,
 			reply: "HELO claims to be this server"},
 		{name: "helo claims our address", ip: "192.0.2.1", helo: "[203.0.113.25]", want: policy.ActReject,
 			reply: "HELO claims to be this server"},

@@ -5,7 +5,15 @@
 // name servers of /etc/resolv.conf), with a per-query timeout and retries over the server list, EDNS0, and a
 // retry over TCP when an answer comes back truncated. Answers are kept in a cache that honours their TTL
 // (RFC 1035 section 3.2.1) and caches negative answers for the SOA minimum (RFC 2308 section 5). Concurrent
-// sessions asking for the same name and type cause one query (singleflight).
+// sessions asking for the same name and type cause one query (singleflight). The cache is bounded twice: by
+// entries and by bytes (the wire size of the cached records plus a fixed overhead per entry), so that large
+// answers an attacker can make us fetch (50 KB TXT records) cannot fill memory.
+//
+// A server that answers FORMERR to a query with EDNS0 (RFC 6891 section 7: a responder that does not
+// understand OPT) is asked again without it.
+//
+// Names are asked in ASCII: a label in Unicode (a U-label) is converted to its A-label (RFC 5891) before
+// the query; checks convert the domains they compare themselves with [ToASCII].
 //
 // # Errors
 //
@@ -21,8 +29,9 @@
 //	retries = 2                  # further attempts after the first, rotating over servers
 //	edns0_size = 1232            # EDNS0 UDP payload size; 0 turns EDNS0 off
 //	cache_size = 20000           # entries; 0 turns the cache off
-//	max_ttl = "1h"               # cap on positive TTLs
-//	negative_ttl = "5m"          # cap on negative caching
+//	cache_max_bytes = 33554432   # bytes of cached records (32 MB); 0 turns the cache off
+//	max_ttl = "1h"               # cap on positive TTLs; "0s" caches no positive answer, else at least 1s
+//	negative_ttl = "5m"          # cap on negative caching; "0s" caches no negative answer, else at least 1s
 package resolver
 
 import (
@@ -58,6 +67,9 @@ type Config struct {
 	EDNS0Size int `toml:"edns0_size"`
 	// CacheSize bounds the number of cached answers; 0 turns the cache off.
 	CacheSize int `toml:"cache_size"`
+	// CacheMaxBytes bounds the memory of the cache: the wire size of the cached records plus a fixed
+	// overhead per entry; 0 turns the cache off.
+	CacheMaxBytes int64 `toml:"cache_max_bytes"`
 	// MaxTTL caps the lifetime of cached positive answers.
 	MaxTTL config.Duration `toml:"max_ttl"`
 	// NegativeTTL caps the lifetime of cached negative answers (NXDOMAIN, no data).
@@ -67,12 +79,13 @@ type Config struct {
 // DefaultConfig returns the defaults of the [dns] table (servers empty: use /etc/resolv.conf).
 func DefaultConfig() Config {
 	return Config{
-		Timeout:     config.Duration(2 * time.Second),
-		Retries:     2,
-		EDNS0Size:   1232,
-		CacheSize:   20000,
-		MaxTTL:      config.Duration(time.Hour),
-		NegativeTTL: config.Duration(5 * time.Minute),
+		Timeout:       config.Duration(2 * time.Second),
+		Retries:       2,
+		EDNS0Size:     1232,
+		CacheSize:     20000,
+		CacheMaxBytes: 32 << 20,
+		MaxTTL:        config.Duration(time.Hour),
+		NegativeTTL:   config.Duration(5 * time.Minute),
 	}
 }
 
@@ -99,13 +112,15 @@ type Resolver struct {
 	maxTTL    time.Duration
 	negTTL    time.Duration
 	cacheSize int
+	maxBytes  int64
 
 	udp, tcp *dns.Client
 	group    singleflight.Group
 	next     atomic.Uint32 // round-robin start over servers
 
-	mu    sync.Mutex
-	cache map[cacheKey]*cacheEntry
+	mu         sync.Mutex
+	cache      map[cacheKey]*cacheEntry
+	cacheBytes int64 // sum of the entries' size
 
 	lookups, hits, shared, queries, timeouts, truncated, errs atomic.Uint64
 
@@ -120,6 +135,20 @@ type cacheKey struct {
 type cacheEntry struct {
 	ans     *Answer
 	expires time.Time
+	size    int64
+}
+
+// entryOverhead is what an entry costs beyond its records' wire size: the map slot, the key, the Answer and
+// the RR structs. It is an estimate; it keeps a flood of tiny answers honest.
+const entryOverhead = 256
+
+// answerSize estimates the memory of a cached answer.
+func answerSize(a *Answer) int64 {
+	n := int64(entryOverhead + len(a.Name))
+	for _, rr := range a.RRs {
+		n += int64(dns.Len(rr)) + 64
+	}
+	return n
 }
 
 // Answer is the result of one question: the response code and the records that answer it (CNAMEs followed).
@@ -166,6 +195,16 @@ func New(cfg Config) (*Resolver, error) {
 	if cfg.CacheSize < 0 {
 		return nil, errors.New("resolver: cache_size must not be negative")
 	}
+	if cfg.CacheMaxBytes < 0 {
+		return nil, errors.New("resolver: cache_max_bytes must not be negative")
+	}
+	// TTLs are whole seconds: a cap below one second would turn caching off without saying so.
+	if cfg.MaxTTL < 0 || (cfg.MaxTTL > 0 && cfg.MaxTTL.D() < time.Second) {
+		return nil, errors.New(`resolver: max_ttl must be "0s" (no positive caching) or at least 1s`)
+	}
+	if cfg.NegativeTTL < 0 || (cfg.NegativeTTL > 0 && cfg.NegativeTTL.D() < time.Second) {
+		return nil, errors.New(`resolver: negative_ttl must be "0s" (no negative caching) or at least 1s`)
+	}
 	r := &Resolver{
 		servers:   norm,
 		timeout:   cfg.Timeout.D(),
@@ -174,6 +213,7 @@ func New(cfg Config) (*Resolver, error) {
 		maxTTL:    cfg.MaxTTL.D(),
 		negTTL:    cfg.NegativeTTL.D(),
 		cacheSize: cfg.CacheSize,
+		maxBytes:  cfg.CacheMaxBytes,
 		udp:       &dns.Client{Net: "udp", Timeout: cfg.Timeout.D()},
 		tcp:       &dns.Client{Net: "tcp", Timeout: cfg.Timeout.D()},
 		cache:     map[cacheKey]*cacheEntry{},
@@ -223,6 +263,12 @@ func FromEnv(env *policy.Env) (*Resolver, error) {
 				key = "edns0_size"
 			case strings.Contains(err.Error(), "cache_size"):
 				key = "cache_size"
+			case strings.Contains(err.Error(), "cache_max_bytes"):
+				key = "cache_max_bytes"
+			case strings.Contains(err.Error(), "max_ttl"):
+				key = "max_ttl"
+			case strings.Contains(err.Error(), "negative_ttl"):
+				key = "negative_ttl"
 			}
 			return nil, sec.Errorf(key, "%v", err)
 		}
@@ -254,15 +300,24 @@ func (r *Resolver) Servers() []string { return append([]string(nil), r.servers..
 func (r *Resolver) FlushCache() {
 	r.mu.Lock()
 	r.cache = map[cacheKey]*cacheEntry{}
+	r.cacheBytes = 0
 	r.mu.Unlock()
+}
+
+// CacheUsage returns the number of cached answers and their estimated size in bytes.
+func (r *Resolver) CacheUsage() (entries int, bytes int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.cache), r.cacheBytes
 }
 
 // Query asks for name and qtype, from the cache when possible. A nil error means the server answered with
 // NOERROR or NXDOMAIN (see Answer.Rcode); other outcomes are a *net.DNSError with IsTemporary set.
 func (r *Resolver) Query(ctx context.Context, name string, qtype uint16) (*Answer, error) {
 	r.lookups.Add(1)
-	fq, ok := wireName(name)
-	if !ok {
+	an := asciiName(name)
+	fq, ok := wireName(an)
+	if !ok || !isASCII(an) {
 		return nil, &net.DNSError{Err: "invalid domain name", Name: name, IsNotFound: true}
 	}
 	key := cacheKey{fq, qtype}
@@ -305,7 +360,7 @@ func (r *Resolver) Query(ctx context.Context, name string, qtype uint16) (*Answe
 }
 
 func (r *Resolver) cached(key cacheKey) *Answer {
-	if r.cacheSize == 0 {
+	if r.cacheSize == 0 || r.maxBytes == 0 {
 		return nil
 	}
 	r.mu.Lock()
@@ -316,7 +371,7 @@ func (r *Resolver) cached(key cacheKey) *Answer {
 	}
 	now := r.now()
 	if !now.Before(e.expires) {
-		delete(r.cache, key)
+		r.remove(key, e)
 		return nil
 	}
 	a := *e.ans
@@ -324,28 +379,43 @@ func (r *Resolver) cached(key cacheKey) *Answer {
 	return &a
 }
 
+// remove deletes an entry; r.mu is held.
+func (r *Resolver) remove(key cacheKey, e *cacheEntry) {
+	delete(r.cache, key)
+	r.cacheBytes -= e.size
+}
+
 func (r *Resolver) store(key cacheKey, a *Answer) {
-	if r.cacheSize == 0 || a.TTL <= 0 {
+	if r.cacheSize == 0 || r.maxBytes == 0 || a.TTL <= 0 {
+		return
+	}
+	size := answerSize(a)
+	if size > r.maxBytes/16 {
+		// One answer never takes more than a sixteenth of the cache: it would push out many others.
 		return
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if len(r.cache) >= r.cacheSize {
-		// Evict expired entries first, then arbitrary ones (map order) down to 90%.
+	if old, ok := r.cache[key]; ok {
+		r.remove(key, old)
+	}
+	if len(r.cache) >= r.cacheSize || r.cacheBytes+size > r.maxBytes {
+		// Evict expired entries first, then arbitrary ones (map order) down to 90% of both bounds.
 		now := r.now()
 		for k, e := range r.cache {
 			if !now.Before(e.expires) {
-				delete(r.cache, k)
+				r.remove(k, e)
 			}
 		}
-		for k := range r.cache {
-			if len(r.cache) < r.cacheSize*9/10 {
+		for k, e := range r.cache {
+			if len(r.cache) < r.cacheSize*9/10 && r.cacheBytes+size <= r.maxBytes*9/10 {
 				break
 			}
-			delete(r.cache, k)
+			r.remove(k, e)
 		}
 	}
-	r.cache[key] = &cacheEntry{ans: a, expires: r.now().Add(a.TTL)}
+	r.cache[key] = &cacheEntry{ans: a, expires: r.now().Add(a.TTL), size: size}
+	r.cacheBytes += size
 }
 
 const maxCNAME = 8
@@ -497,6 +567,32 @@ func (r *Resolver) exchange(ctx context.Context, name string, qtype uint16) (*dn
 		if m.Id != q.Id {
 			lastErr = errors.New("answer id mismatch")
 			continue
+		}
+		if m.Rcode == dns.RcodeFormatError && q.IsEdns0() != nil {
+			// RFC 6891 section 7: a server that does not know EDNS0 answers FORMERR; ask it again without.
+			plain := q.Copy()
+			plain.Extra = nil
+			plain.Id = dns.Id()
+			r.queries.Add(1)
+			pm, _, perr := r.udp.ExchangeContext(ctx, plain, server)
+			if perr == nil && pm.Truncated {
+				r.truncated.Add(1)
+				r.queries.Add(1)
+				pm, _, perr = r.tcp.ExchangeContext(ctx, plain, server)
+			}
+			if perr != nil {
+				lastErr = perr
+				if isTimeout(perr) {
+					r.timeouts.Add(1)
+					timedOut = true
+				}
+				continue
+			}
+			if pm.Id != plain.Id {
+				lastErr = errors.New("answer id mismatch")
+				continue
+			}
+			m = pm
 		}
 		if m.Rcode == dns.RcodeServerFailure || m.Rcode == dns.RcodeRefused {
 			lastErr = fmt.Errorf("server answered %s", dns.RcodeToString[m.Rcode])

@@ -227,6 +227,9 @@ func TestFromEnv(t *testing.T) {
 		{"bad server", "[dns]\nservers = [\"resolver.example\"]\n", "t.toml:2: dns.servers"},
 		{"unknown key", "[dns]\nserver = [\"127.0.0.1\"]\n", "t.toml:2: dns.server: unknown key"},
 		{"bad retries", "[dns]\nservers = [\"127.0.0.1\"]\nretries = 50\n", "t.toml:3: dns.retries"},
+		{"max_ttl 1ms", "[dns]\nservers = [\"127.0.0.1\"]\nmax_ttl = \"1ms\"\n", "t.toml:3: dns.max_ttl"},
+		{"negative_ttl 500ms", "[dns]\nservers = [\"127.0.0.1\"]\nnegative_ttl = \"500ms\"\n", "t.toml:3: dns.negative_ttl"},
+		{"negative cache_max_bytes", "[dns]\nservers = [\"127.0.0.1\"]\ncache_max_bytes = -1\n", "t.toml:3: dns.cache_max_bytes"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

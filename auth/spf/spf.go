@@ -125,12 +125,25 @@ func (c *Check) Mail(ctx context.Context, s *policy.Session) []policy.Finding {
 	}
 	helo := policy.NormalizeDomain(strings.TrimSpace(s.Helo))
 	heloIsName := helo != "" && !strings.HasPrefix(helo, "[") && !isIP(helo)
+	var heloIDNErr error
+	if heloIsName {
+		// Domains are checked in A-label form (RFC 5890); one that does not convert is a permerror.
+		if a, err := resolver.ToASCII(helo); err != nil {
+			heloIDNErr = err
+		} else {
+			helo = a
+		}
+	}
 
 	var out []policy.Finding
 	var heloRes libspf.Result
 	var heloErr error
 	if heloIsName && (c.checkHelo || s.From.Null()) {
-		heloRes, heloErr = CheckHost(ctx, c.res, s.ClientIP, helo, "postmaster@"+helo)
+		if heloIDNErr != nil {
+			heloRes, heloErr = libspf.PermError, heloIDNErr
+		} else {
+			heloRes, heloErr = CheckHost(ctx, c.res, s.ClientIP, helo, "postmaster@"+helo)
+		}
 	}
 
 	var (
@@ -151,14 +164,18 @@ func (c *Check) Mail(ctx context.Context, s *policy.Session) []policy.Finding {
 		res, domain, identity = libspf.None, s.From.Domain, s.From.String()
 		prop = policy.Prop{Type: "smtp", Property: "mailfrom", Value: s.From.String()}
 	default:
-		domain, identity = s.From.Domain, s.From.String()
-		res, err = CheckHost(ctx, c.res, s.ClientIP, helo, identity)
+		identity = s.From.String()
 		prop = policy.Prop{Type: "smtp", Property: "mailfrom", Value: identity}
+		if domain, err = resolver.ToASCII(s.From.Domain); err != nil {
+			res, domain = libspf.PermError, s.From.Domain
+			break
+		}
+		res, err = CheckHost(ctx, c.res, s.ClientIP, helo, identity[:strings.LastIndexByte(identity, '@')+1]+domain)
 	}
 	s.Set(FactResult, string(res))
 	s.Set(FactDomain, domain)
 
-	f := policy.Finding{Status: policy.Status(res), Reason: "spf-" + string(res), Err: err,
+	f := policy.Finding{Status: policy.Status(res), Reason: "spf-" + string(res), Err: errorOf(res, err),
 		Detail:     fmt.Sprintf("%s for %s from %s", res, identity, s.ClientIP),
 		AuthResult: &policy.AuthResult{Method: "spf", Result: string(res), Props: []policy.Prop{prop}},
 		Tests:      []string{"SPF_" + strings.ToUpper(string(res))}}
@@ -169,18 +186,32 @@ func (c *Check) Mail(ctx context.Context, s *policy.Session) []policy.Finding {
 	out = append(out, f)
 
 	if heloIsName && c.checkHelo && !s.From.Null() {
-		hf := policy.Finding{Status: policy.Status(heloRes), Reason: "spf-helo-" + string(heloRes), Err: heloErr,
+		hf := policy.Finding{Status: policy.Status(heloRes), Reason: "spf-helo-" + string(heloRes), Err: errorOf(heloRes, heloErr),
 			Detail:     fmt.Sprintf("HELO identity %s: %s", helo, heloRes),
 			AuthResult: &policy.AuthResult{Method: "spf", Result: string(heloRes), Props: []policy.Prop{{Type: "smtp", Property: "helo", Value: helo}}}}
 		if heloRes == libspf.Fail {
 			c.heloFail.Apply(&hf, rejectReply(heloRes, helo, s.ClientIP), tempReply(helo))
+		}
+		if heloErr != nil {
+			hf.Detail += ": " + heloErr.Error()
 		}
 		out = append(out, hf)
 	}
 	return out
 }
 
+// errorOf returns the library's error when the result is an error (temperror, permerror), nil otherwise:
+// for the other results the library explains how it got there ("matched ip", "no DNS record"), which is
+// detail, not an error to log on every message.
+func errorOf(res libspf.Result, err error) error {
+	if res == libspf.TempError || res == libspf.PermError {
+		return err
+	}
+	return nil
+}
+
 func rejectReply(res libspf.Result, domain string, ip netip.Addr) policy.Reply {
+	domain = policy.ReplySafe(domain) // an invalid IDN stays as the client wrote it
 	switch res {
 	case libspf.PermError:
 		// RFC 7372 section 3.2: 5.7.24 for an SPF permanent error.
@@ -195,6 +226,7 @@ func rejectReply(res libspf.Result, domain string, ip netip.Addr) policy.Reply {
 }
 
 func tempReply(domain string) policy.Reply {
+	domain = policy.ReplySafe(domain)
 	// RFC 7208 section 8.6, RFC 7372 section 3.2.
 	return policy.Reply{Code: 451, Enhanced: "4.7.24", Text: "SPF check of " + domain + " failed temporarily, please try again later"}
 }

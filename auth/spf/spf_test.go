@@ -116,3 +116,92 @@ func TestSetupErrors(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// TestErrOnlyForErrors: pass, none, fail … explain themselves in Detail; only temperror and permerror carry
+// an Err (which the engine logs as an error).
+func TestErrOnlyForErrors(t *testing.T) {
+	srv := dnstest.Start(t,
+		`pass.test. TXT "v=spf1 ip4:192.0.2.0/24 -all"`,
+		`broken.test. TXT "v=spf1 ip4:nonsense -all"`,
+		`helo.test. TXT "v=spf1 a -all"`,
+		`helo.test. A 192.0.2.10`,
+	)
+	srv.Set("slow.test", dnstest.Timeout)
+	e := engine(t, srv, "temperror = \"ignore\"\n")
+	for _, tc := range []struct {
+		from    string
+		result  string
+		wantErr bool
+	}{
+		{"a@pass.test", "pass", false},
+		{"a@nospf.test", "none", false},
+		{"a@broken.test", "permerror", true},
+		{"a@slow.test", "temperror", true},
+	} {
+		t.Run(tc.result, func(t *testing.T) {
+			ctx := context.Background()
+			s := policy.NewSession()
+			s.ClientIP = netip.MustParseAddr("192.0.2.10")
+			s.Helo = "helo.test"
+			e.Connect(ctx, s)
+			e.Helo(ctx, s)
+			e.Mail(ctx, s, tc.from, "")
+			if s.Get(FactResult) != tc.result {
+				t.Fatalf("spf/result = %q, want %q", s.Get(FactResult), tc.result)
+			}
+			var seen int
+			for _, f := range s.Findings() {
+				if f.Check != "spf" {
+					continue
+				}
+				seen++
+				if (f.Err != nil) != (tc.wantErr && f.Status == policy.Status(tc.result)) {
+					t.Errorf("finding %s %q: Err = %v", f.Status, f.Detail, f.Err)
+				}
+			}
+			if seen != 2 {
+				t.Errorf("%d spf findings, want 2 (MAIL FROM and HELO)", seen)
+			}
+		})
+	}
+}
+
+// TestUnicodeDomains: U-label domains are checked as A-labels, and the fact holds the A-label for DMARC; a
+// domain that is no valid IDN is a permerror.
+func TestUnicodeDomains(t *testing.T) {
+	srv := dnstest.Start(t,
+		`xn--bcher-kva.test. TXT "v=spf1 ip4:192.0.2.0/24 -all"`,
+		`xn--mnchen-3ya.test. TXT "v=spf1 ip4:192.0.2.10 -all"`,
+	)
+	e := engine(t, srv, "")
+	for _, tc := range []struct {
+		helo, from, result, domain, helo2 string
+	}{
+		{"münchen.test", "a@Bücher.test", "pass", "xn--bcher-kva.test", "spf=pass smtp.helo=xn--mnchen-3ya.test"},
+		{"münchen.test", "a@a\u0301\u200d.test", "permerror", "a\u0301\u200d.test", ""},
+	} {
+		t.Run(tc.from, func(t *testing.T) {
+			ctx := context.Background()
+			s := policy.NewSession()
+			s.ClientIP = netip.MustParseAddr("192.0.2.10")
+			s.Helo = tc.helo
+			e.Connect(ctx, s)
+			e.Helo(ctx, s)
+			e.Mail(ctx, s, tc.from, "")
+			if s.Get(FactResult) != tc.result || s.Get(FactDomain) != tc.domain {
+				t.Fatalf("spf/result %q spf/domain %q, want %q %q; findings %+v", s.Get(FactResult), s.Get(FactDomain),
+					tc.result, tc.domain, s.Findings())
+			}
+			if tc.helo2 == "" {
+				return
+			}
+			e.Rcpt(ctx, s, "b@dest.test", "")
+			s.Headers = []policy.Header{{Name: "From", Value: " x@y.test"}}
+			e.Headers(ctx, s)
+			out := e.EOM(ctx, s, policytest.Msg("From: x@y.test\r\n\r\nhi\r\n"))
+			if ar := policytest.AuthResults(out); !strings.Contains(ar, tc.helo2) {
+				t.Errorf("Authentication-Results %q, want %q", ar, tc.helo2)
+			}
+		})
+	}
+}

@@ -11,8 +11,13 @@
 //
 // Queries to all IP lists run in parallel at connect, the HELO lists at HELO, the sender lists at MAIL. The
 // answers 127.255.255.252, .254 and .255 are list errors (query refused, typo, open resolver), never
-// listings: they are logged as errors and ignored. A list that does not answer in time counts as not
-// listing: a timeout never rejects.
+// listings, and so is any answer outside 127.0.0.0/8 (RFC 5782 section 2.1: listings are 127/8; a list
+// that answers public addresses is broken or has expired and now wildcards): they are logged as errors,
+// at most once per list every ten minutes, and ignored. A list that does not answer in time counts as not
+// listing: a timeout never rejects. Nor does a timeout of an allow list: when an allow list (negative
+// weight) could not be asked and the other lists reach the threshold, the answer is 451 4.7.1 (try again
+// later) instead of a rejection, since the allow list might have let the client through. Domains (HELO,
+// sender) are asked in A-label form.
 //
 // # Configuration
 //
@@ -31,10 +36,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/miekg/dns"
 
@@ -99,12 +106,28 @@ type Check struct {
 	log   *slog.Logger
 	lists []list
 	c     cfg
+
+	logMu     sync.Mutex
+	logged    map[string]time.Time // zone -> when its last list error was logged
+	suppressd map[string]int       // zone -> list errors not logged since
+	now       func() time.Time
 }
+
+// errorLogInterval is the least time between two log lines about one list's error answers.
+const errorLogInterval = 10 * time.Minute
 
 func setup(sec *config.Section, env *policy.Env) (policy.Check, error) {
 	c := cfg{Threshold: 1, AllowThreshold: -1, ReplyCode: 554, Enhanced: "5.7.1"}
 	if err := sec.Decode(&c); err != nil {
 		return nil, err
+	}
+	for _, n := range []struct {
+		key string
+		v   float64
+	}{{"threshold", c.Threshold}, {"allow_threshold", c.AllowThreshold}, {"score_factor", c.ScoreFactor}} {
+		if !finite(n.v) {
+			return nil, sec.Errorf(n.key, "must be a finite number")
+		}
 	}
 	if c.Threshold <= 0 {
 		return nil, sec.Errorf("threshold", "must be positive")
@@ -112,13 +135,19 @@ func setup(sec *config.Section, env *policy.Env) (policy.Check, error) {
 	if c.AllowThreshold >= 0 {
 		return nil, sec.Errorf("allow_threshold", "must be negative")
 	}
-	if c.ReplyCode < 500 || c.ReplyCode > 599 || !strings.HasPrefix(c.Enhanced, "5.") {
-		return nil, sec.Errorf("reply_code", "want a 5xx code with a 5.x.y enhanced code")
+	if c.ReplyCode < 500 || c.ReplyCode > 599 {
+		return nil, sec.Errorf("reply_code", "want a 5xx code")
+	}
+	if !validEnhanced(c.Enhanced) {
+		return nil, sec.Errorf("reply_enhanced", "want a 5.x.y enhanced status code (RFC 3463)")
 	}
 	if len(c.Lists) == 0 {
 		return nil, sec.Errorf("lists", "no lists configured")
 	}
-	ch := &Check{log: env.Logger, c: c}
+	ch := &Check{log: env.Logger, c: c, logged: map[string]time.Time{}, suppressd: map[string]int{}, now: time.Now}
+	if ch.log == nil {
+		ch.log = slog.Default()
+	}
 	for i, lc := range c.Lists {
 		key := fmt.Sprintf("lists[%d]", i)
 		zone, f, w, hasW, err := parseSite(lc.Zone)
@@ -127,6 +156,9 @@ func setup(sec *config.Section, env *policy.Env) (policy.Check, error) {
 		}
 		if _, ok := dns.IsDomainName(zone); !ok || zone == "" {
 			return nil, sec.Errorf(key+".zone", "%q is not a domain name", zone)
+		}
+		if zone, err = resolver.ToASCII(zone); err != nil {
+			return nil, sec.Errorf(key+".zone", "%v", err)
 		}
 		if lc.Codes != "" {
 			if f.set {
@@ -144,6 +176,9 @@ func setup(sec *config.Section, env *policy.Env) (policy.Check, error) {
 		case !hasW:
 			w = 1
 		}
+		if !finite(w) {
+			return nil, sec.Errorf(key+".weight", "must be a finite number")
+		}
 		l := list{zone: zone, filter: f, weight: w, replyText: lc.ReplyText}
 		switch strings.ToLower(lc.Type) {
 		case "", "ip":
@@ -157,6 +192,13 @@ func setup(sec *config.Section, env *policy.Env) (policy.Check, error) {
 		}
 		if strings.ContainsAny(lc.ReplyText, "\r\n") {
 			return nil, sec.Errorf(key+".reply_text", "must be one line")
+		}
+		// The same zone twice for the same kind of query would count its weight twice for one answer. It may
+		// appear again with a filter that matches other answers (postscreen style: one weight per code).
+		for j, o := range ch.lists {
+			if o.typ == l.typ && o.zone == l.zone && o.filter.overlaps(&l.filter) {
+				return nil, sec.Errorf(key+".zone", "zone %q already configured in lists[%d] for some of the same answers", zone, j)
+			}
 		}
 		ch.lists = append(ch.lists, l)
 	}
@@ -182,9 +224,10 @@ type hit struct {
 
 // result of querying a set of lists about one name.
 type result struct {
-	weight float64
-	hits   []hit
-	errs   []string
+	weight   float64
+	hits     []hit
+	errs     []string
+	allowErr bool // an allow list (negative weight) could not be asked
 }
 
 // Connect queries the IP lists about the client, all at once.
@@ -212,6 +255,11 @@ func (c *Check) Helo(ctx context.Context, s *policy.Session) []policy.Finding {
 		s.Set(factHelo, "")
 		return nil
 	}
+	d, err := resolver.ToASCII(d)
+	if err != nil {
+		s.Set(factHelo, "")
+		return []policy.Finding{{Status: policy.StatusSkipped, Detail: "HELO " + err.Error()}}
+	}
 	r := c.query(ctx, typeHelo, d)
 	s.Set(factHelo, encodeFact(r))
 	return []policy.Finding{c.finding(r, "HELO "+d)}
@@ -221,10 +269,15 @@ func (c *Check) Helo(ctx context.Context, s *policy.Session) []policy.Finding {
 func (c *Check) Mail(ctx context.Context, s *policy.Session) []policy.Finding {
 	var r result
 	if c.has(typeSender) && !s.From.Null() && s.From.Domain != "" && !strings.HasPrefix(s.From.Domain, "[") {
-		r = c.query(ctx, typeSender, s.From.Domain)
+		if d, err := resolver.ToASCII(s.From.Domain); err == nil {
+			r = c.query(ctx, typeSender, d)
+		} else {
+			r.errs = append(r.errs, "sender "+err.Error())
+		}
 	}
-	ipW, ipZones := decodeFact(s.Get(factIP))
-	heloW, heloZones := decodeFact(s.Get(factHelo))
+	ipW, ipZones, ipAllowErr := decodeFact(s.Get(factIP))
+	heloW, heloZones, heloAllowErr := decodeFact(s.Get(factHelo))
+	allowErr := ipAllowErr || heloAllowErr || r.allowErr
 	total := ipW + heloW + r.weight
 	var zones []string
 	zones = append(zones, ipZones...)
@@ -255,6 +308,16 @@ func (c *Check) Mail(ctx context.Context, s *policy.Session) []policy.Finding {
 	if s.Auth.Authenticated() || s.Get("relay/trusted") == "yes" {
 		f.Detail += "; not refused: client authenticated or trusted"
 		f.Score, f.Scored = 0, false
+		return []policy.Finding{f}
+	}
+	if allowErr {
+		// An allow list did not answer: its weight might have kept the total under the threshold. Ask the
+		// client to come back rather than refuse it for our DNS trouble.
+		f.Verdict = policy.Tempfail
+		f.Reason = ReasonListed
+		f.Detail += "; an allow list could not be asked: tempfail instead of refusal"
+		f.Reply = policy.Reply{Code: 451, Enhanced: "4.7.1",
+			Text: "Service temporarily unavailable; DNS list check incomplete, please try again later"}
 		return []policy.Finding{f}
 	}
 	f.Verdict = policy.Reject
@@ -324,8 +387,9 @@ func (c *Check) finding(r result, what string) policy.Finding {
 // query asks every list of type t about q (already in query form: reversed IP or domain) in parallel.
 func (c *Check) query(ctx context.Context, t listType, q string) result {
 	type one struct {
-		codes []netip.Addr
-		err   string
+		codes  []netip.Addr
+		err    string
+		failed bool // the lookup itself failed (timeout, SERVFAIL)
 	}
 	var idx []int
 	for i := range c.lists {
@@ -343,14 +407,21 @@ func (c *Check) query(ctx context.Context, t listType, q string) result {
 			codes, err := Lookup(ctx, c.res, q, l.zone)
 			if err != nil {
 				out[j].err = fmt.Sprintf("%s: %v", l.zone, err)
+				out[j].failed = true
 				return
 			}
 			for _, a := range codes {
 				if IsListError(a) {
 					// Spamhaus-style error answers: the list refuses us; never a listing.
-					c.log.Error("dnsbl: list answered with an error code, ignoring it (check the resolver: big lists refuse public resolvers)",
-						"zone", l.zone, "query", q, "code", a.String())
+					c.logListError(l.zone, q, a, "list answered with an error code, ignoring it (check the resolver: big lists refuse public resolvers)")
 					out[j].err = fmt.Sprintf("%s: error code %s", l.zone, a)
+					continue
+				}
+				if !In127(a) {
+					// ../rfc/5782 section 2.1: a listing is an address in 127/8. Anything else is a broken
+					// or wildcarding list, never a listing.
+					c.logListError(l.zone, q, a, "list answered outside 127.0.0.0/8, ignoring it (the list may be broken or expired)")
+					out[j].err = fmt.Sprintf("%s: answer %s outside 127.0.0.0/8", l.zone, a)
 					continue
 				}
 				if l.filter.match(a) {
@@ -365,6 +436,9 @@ func (c *Check) query(ctx context.Context, t listType, q string) result {
 		if out[j].err != "" {
 			r.errs = append(r.errs, out[j].err)
 		}
+		if out[j].failed && c.lists[i].weight < 0 {
+			r.allowErr = true
+		}
 		if len(out[j].codes) > 0 {
 			r.weight += c.lists[i].weight
 			r.hits = append(r.hits, hit{l: &c.lists[i], codes: out[j].codes})
@@ -373,27 +447,81 @@ func (c *Check) query(ctx context.Context, t listType, q string) result {
 	return r
 }
 
+// encodeFact writes "weight|zone1,zone2|A", A being "1" when an allow list could not be asked.
 func encodeFact(r result) string {
-	if len(r.hits) == 0 {
+	if len(r.hits) == 0 && !r.allowErr {
 		return ""
 	}
 	zones := make([]string, len(r.hits))
 	for i, h := range r.hits {
 		zones[i] = h.l.zone
 	}
-	return strconv.FormatFloat(r.weight, 'g', -1, 64) + "|" + strings.Join(zones, ",")
+	a := "0"
+	if r.allowErr {
+		a = "1"
+	}
+	return strconv.FormatFloat(r.weight, 'g', -1, 64) + "|" + strings.Join(zones, ",") + "|" + a
 }
 
-func decodeFact(v string) (float64, []string) {
-	w, zones, ok := strings.Cut(v, "|")
-	if !ok {
-		return 0, nil
+func decodeFact(v string) (weight float64, zones []string, allowErr bool) {
+	parts := strings.Split(v, "|")
+	if len(parts) != 3 {
+		return 0, nil, false
 	}
-	f, err := strconv.ParseFloat(w, 64)
+	f, err := strconv.ParseFloat(parts[0], 64)
 	if err != nil {
-		return 0, nil
+		return 0, nil, false
 	}
-	return f, strings.Split(zones, ",")
+	if parts[1] != "" {
+		zones = strings.Split(parts[1], ",")
+	}
+	return f, zones, parts[2] == "1"
+}
+
+// logListError logs a list's error answer at most once per errorLogInterval and zone, with the number of
+// error answers not logged since the last line.
+func (c *Check) logListError(zone, q string, a netip.Addr, msg string) {
+	c.logMu.Lock()
+	now := c.now()
+	last, ok := c.logged[zone]
+	if ok && now.Sub(last) < errorLogInterval {
+		c.suppressd[zone]++
+		c.logMu.Unlock()
+		return
+	}
+	n := c.suppressd[zone]
+	c.logged[zone] = now
+	c.suppressd[zone] = 0
+	c.logMu.Unlock()
+	c.log.Error("dnsbl: "+msg, "zone", zone, "query", q, "code", a.String(), "not_logged_since_last", n)
+}
+
+func finite(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) }
+
+// validEnhanced reports whether s is a permanent enhanced status code 5.x.y (RFC 3463 section 2: subject
+// and detail of one to three digits).
+func validEnhanced(s string) bool {
+	p := strings.Split(s, ".")
+	if len(p) != 3 || p[0] != "5" {
+		return false
+	}
+	for _, n := range p[1:] {
+		if len(n) == 0 || len(n) > 3 {
+			return false
+		}
+		for _, c := range n {
+			if c < '0' || c > '9' {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// In127 reports whether a is in 127.0.0.0/8, where RFC 5782 section 2.1 puts list answers.
+func In127(a netip.Addr) bool {
+	a = a.Unmap()
+	return a.Is4() && a.As4()[0] == 127
 }
 
 // IPQuery returns the query prefix for an address: reversed octets for IPv4 (RFC 5782 section 2.1), reversed

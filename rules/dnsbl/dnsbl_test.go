@@ -145,7 +145,7 @@ func TestDNSBL(t *testing.T) {
 
 func TestListsQueriedInParallel(t *testing.T) {
 	srv := dnstest.Start(t)
-	toml := "[checks.dnsbl]\ntimeout = \"450ms\"\n"
+	toml := "[checks.dnsbl]\ntimeout = \"10s\"\n"
 	for i := 0; i < 5; i++ {
 		zone := fmt.Sprintf("l%d.test", i)
 		srv.Delay("9.2.0.192."+zone, 150*time.Millisecond)
@@ -161,8 +161,11 @@ func TestListsQueriedInParallel(t *testing.T) {
 	if !ok || !strings.Contains(f.Detail, "total weight 0.5") {
 		t.Fatalf("finding = %+v", f)
 	}
-	// Five lists each delayed 150 ms all answered within the check's 450 ms deadline: a serial walk
-	// would need 750 ms, so they were asked side by side.
+	// Each answer is held back 150 ms: had the lists been asked one after the other, the server would never
+	// have had two questions at once. No clock is read, so a slow machine cannot fail this.
+	if peak := srv.PeakInFlight(); peak < 2 {
+		t.Errorf("at most %d question(s) in flight at the server, want at least 2 (lists asked in parallel)", peak)
+	}
 	for i := 0; i < 5; i++ {
 		if n := srv.Count(fmt.Sprintf("9.2.0.192.l%d.test", i), 1); n != 1 {
 			t.Errorf("list %d asked %d times", i, n)
@@ -178,6 +181,16 @@ func TestSetupErrors(t *testing.T) {
 		{"bad type", "[checks.dnsbl]\n[[checks.dnsbl.lists]]\nzone = \"z.test\"\ntype = \"mx\"\n", "checks.dnsbl.lists[0].type"},
 		{"two weights", "[checks.dnsbl]\n[[checks.dnsbl.lists]]\nzone = \"z.test*2\"\nweight = 3\n", "already has a weight"},
 		{"unknown key", "[checks.dnsbl]\nthreshhold = 3\n", "unknown key"},
+		{"NaN weight in zone", "[checks.dnsbl]\n[[checks.dnsbl.lists]]\nzone = \"z.test*NaN\"\n", "moat.toml:9: checks.dnsbl.lists[0].weight: must be a finite number"},
+		{"Inf weight in zone", "[checks.dnsbl]\n[[checks.dnsbl.lists]]\nzone = \"z.test*-Inf\"\n", "checks.dnsbl.lists[0].weight: must be a finite number"},
+		{"nan weight key", "[checks.dnsbl]\n[[checks.dnsbl.lists]]\nzone = \"z.test\"\nweight = nan\n", "checks.dnsbl.lists[0].weight: must be a finite number"},
+		{"inf threshold", "[checks.dnsbl]\nthreshold = inf\n[[checks.dnsbl.lists]]\nzone = \"z.test\"\n", "moat.toml:9: checks.dnsbl.threshold: must be a finite number"},
+		{"nan score_factor", "[checks.dnsbl]\nscore_factor = nan\n[[checks.dnsbl.lists]]\nzone = \"z.test\"\n", "moat.toml:9: checks.dnsbl.score_factor: must be a finite number"},
+		{"bad reply_enhanced", "[checks.dnsbl]\nreply_enhanced = \"5.7\"\n[[checks.dnsbl.lists]]\nzone = \"z.test\"\n", "moat.toml:9: checks.dnsbl.reply_enhanced"},
+		{"4xx reply_enhanced", "[checks.dnsbl]\nreply_enhanced = \"4.7.1\"\n[[checks.dnsbl.lists]]\nzone = \"z.test\"\n", "checks.dnsbl.reply_enhanced"},
+		{"bad reply_code", "[checks.dnsbl]\nreply_code = 450\n[[checks.dnsbl.lists]]\nzone = \"z.test\"\n", "moat.toml:9: checks.dnsbl.reply_code"},
+		{"duplicate zone", "[checks.dnsbl]\n[[checks.dnsbl.lists]]\nzone = \"z.test\"\n[[checks.dnsbl.lists]]\nzone = \"Z.test.*2\"\n", "checks.dnsbl.lists[1].zone: zone \"z.test\" already configured in lists[0]"},
+		{"duplicate zone overlapping filters", "[checks.dnsbl]\n[[checks.dnsbl.lists]]\nzone = \"z.test=127.0.0.[2..4]\"\n[[checks.dnsbl.lists]]\nzone = \"z.test=127.0.0.4*2\"\n", "already configured in lists[0]"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -199,5 +212,132 @@ func TestIPQuery(t *testing.T) {
 		if got := dnsbl.IPQuery(netip.MustParseAddr(tc.ip)); got != tc.want {
 			t.Errorf("IPQuery(%s) = %s, want %s", tc.ip, got, tc.want)
 		}
+	}
+}
+
+// TestSameZoneDisjointFilters: one zone with different weights for different codes is fine (postscreen style).
+func TestSameZoneDisjointFilters(t *testing.T) {
+	srv := dnstest.Start(t)
+	err := policytest.BuildError(t, srv.Table("200ms")+policytest.Policy+"stage_timeout = \"2s\"\n"+
+		"[checks.dnsbl]\n[[checks.dnsbl.lists]]\nzone = \"z.test=127.0.0.[2..3]*3\"\n[[checks.dnsbl.lists]]\nzone = \"z.test=127.0.0.[10;11]*-2\"\n"+
+		"[[checks.dnsbl.lists]]\nzone = \"z.test\"\ntype = \"sender\"\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestAllowListErrorTempfails: when an allow list could not be asked and the block lists reach the
+// threshold, the client gets 451 4.7.1, not a refusal: the allow list might have saved it.
+func TestAllowListErrorTempfails(t *testing.T) {
+	srv := dnstest.Start(t,
+		"2.2.0.192.zen.test. A 127.0.0.2",
+		"3.2.0.192.zen.test. A 127.0.0.2",
+		"3.2.0.192.wl.test. A 127.0.10.2",
+		"4.2.0.192.zen.test. A 127.0.0.2",
+		"spam.test.dbl.test. A 127.0.1.2",
+		"spam2.test.dbl.test. A 127.0.1.2",
+	)
+	srv.Set("2.2.0.192.wl.test", dnstest.Timeout)
+	srv.Set("spam2.test.dwl.test", dnstest.ServFail)
+	srv.Set("4.2.0.192.wl.test", dnstest.ServFail)
+	srv.Set("5.2.0.192.wl.test", dnstest.Timeout)
+	srv.Set("ok.test.dwl.test", dnstest.ServFail)
+	e := engine(t, srv, `
+[checks.dnsbl]
+threshold = 3
+[[checks.dnsbl.lists]]
+zone = "zen.test*3"
+[[checks.dnsbl.lists]]
+zone = "wl.test*-5"
+[[checks.dnsbl.lists]]
+zone = "dbl.test*3"
+type = "sender"
+[[checks.dnsbl.lists]]
+zone = "dwl.test*-5"
+type = "sender"
+`, nil)
+	for _, tc := range []struct {
+		name  string
+		sess  session
+		want  policy.Action
+		reply string
+	}{
+		{"allow list timed out", session{ip: "192.0.2.2", helo: "h.test", from: "a@ok.test"}, policy.ActTempfail, "451 4.7.1 "},
+		{"allow list SERVFAIL", session{ip: "192.0.2.4", helo: "h.test", from: "a@ok.test"}, policy.ActTempfail, "451 4.7.1 "},
+		{"allow list answered", session{ip: "192.0.2.3", helo: "h.test", from: "a@ok.test"}, policy.ActContinue, ""},
+		{"allow list down, not listed", session{ip: "192.0.2.5", helo: "h.test", from: "a@ok.test"}, policy.ActContinue, ""},
+		{"sender allow list answered, sender listed", session{ip: "192.0.2.9", helo: "h.test", from: "a@spam.test"}, policy.ActReject, "554 5.7.1"},
+		{"sender allow list down, sender listed", session{ip: "192.0.2.9", helo: "h.test", from: "a@spam2.test"}, policy.ActTempfail, "451 4.7.1 "},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d, s := run(t, e, tc.sess)
+			if d.Action != tc.want || !strings.HasPrefix(d.Reply.String(), tc.reply) {
+				t.Fatalf("action %v reply %q, want %v %q; findings %+v", d.Action, d.Reply, tc.want, tc.reply, s.Findings())
+			}
+		})
+	}
+}
+
+// TestAnswerOutside127: without a filter, only answers in 127/8 are listings (RFC 5782 section 2.1); others
+// are list errors, logged at most once per list and interval.
+func TestAnswerOutside127(t *testing.T) {
+	srv := dnstest.Start(t,
+		"2.2.0.192.wild.test. A 192.0.2.250",
+		"3.2.0.192.wild.test. A 127.0.0.2",
+		"4.2.0.192.wild.test. A 127.255.255.254",
+	)
+	var logs bytes.Buffer
+	e := engine(t, srv, "[checks.dnsbl]\n[[checks.dnsbl.lists]]\nzone = \"wild.test\"\n", &logs)
+	d, s := run(t, e, session{ip: "192.0.2.2", helo: "h.test", from: "a@ok.test"})
+	if d.Action != policy.ActContinue {
+		t.Fatalf("an answer outside 127/8 was counted: %v %s", d.Action, d.Reply)
+	}
+	noted := false
+	for _, f := range s.Findings() {
+		if f.Check == "dnsbl" && strings.Contains(f.Detail, "192.0.2.250 outside 127.0.0.0/8") {
+			noted = f.Status != "listed"
+		}
+	}
+	if !noted {
+		t.Errorf("no finding notes the answer outside 127/8 as an error; findings %+v", s.Findings())
+	}
+	if !strings.Contains(logs.String(), "outside 127.0.0.0/8") || !strings.Contains(logs.String(), "192.0.2.250") {
+		t.Errorf("answer outside 127/8 not logged; log:\n%s", logs.String())
+	}
+	if d, _ := run(t, e, session{ip: "192.0.2.3", helo: "h.test", from: "a@ok.test"}); d.Action != policy.ActReject {
+		t.Errorf("127.0.0.2 answer: %v, want reject", d.Action)
+	}
+	// Many connections with error answers: one log line per list within the interval.
+	for i := 0; i < 5; i++ {
+		run(t, e, session{ip: "192.0.2.2", helo: "h.test", from: "a@ok.test"})
+		run(t, e, session{ip: "192.0.2.4", helo: "h.test", from: "a@ok.test"})
+	}
+	if n := strings.Count(logs.String(), "level=ERROR"); n != 1 {
+		t.Errorf("%d error lines for one list within the interval, want 1; log:\n%s", n, logs.String())
+	}
+}
+
+// TestUnicodeDomainsAskedAsALabels: the sender and HELO lists are asked about A-labels.
+func TestUnicodeDomainsAskedAsALabels(t *testing.T) {
+	srv := dnstest.Start(t,
+		"xn--bcher-kva.test.dbl.test. A 127.0.1.2",
+		"xn--mnchen-3ya.test.hbl.test. A 127.0.0.2",
+	)
+	e := engine(t, srv, `
+[checks.dnsbl]
+threshold = 3
+[[checks.dnsbl.lists]]
+zone = "dbl.test*3"
+type = "sender"
+[[checks.dnsbl.lists]]
+zone = "hbl.test*1"
+type = "helo"
+`, nil)
+	d, s := run(t, e, session{ip: "192.0.2.9", helo: "münchen.test", from: "a@Bücher.test"})
+	if d.Action != policy.ActReject {
+		t.Fatalf("U-label sender on the list: %v, want reject; findings %+v", d.Action, s.Findings())
+	}
+	if f, _ := s.Finding("dnsbl", nil); !strings.Contains(f.Detail, "total weight 4") {
+		t.Errorf("finding %+v, want HELO and sender weights (4)", f)
 	}
 }

@@ -8,7 +8,8 @@ import (
 )
 
 // filter matches the 127.x.y.z answers of a list, postscreen style: each of the four octets is a number, a
-// range [a..b], or a list [a;b;c..d]. The empty filter matches every answer.
+// range [a..b], or a list [a;b;c..d]. The empty filter matches every answer in 127.0.0.0/8 (RFC 5782
+// section 2.1), and no other.
 type filter struct {
 	octets [4][256]bool
 	set    bool
@@ -17,7 +18,7 @@ type filter struct {
 
 func (f *filter) match(a netip.Addr) bool {
 	if !f.set {
-		return true
+		return In127(a)
 	}
 	if !a.Is4() {
 		return false
@@ -32,6 +33,28 @@ func (f *filter) match(a netip.Addr) bool {
 }
 
 func (f *filter) String() string { return f.text }
+
+// allows reports whether octet i may be v.
+func (f *filter) allows(i, v int) bool {
+	if !f.set {
+		return i != 0 || v == 127
+	}
+	return f.octets[i][v]
+}
+
+// overlaps reports whether some answer matches both filters.
+func (f *filter) overlaps(g *filter) bool {
+	for i := 0; i < 4; i++ {
+		common := false
+		for v := 0; v < 256 && !common; v++ {
+			common = f.allows(i, v) && g.allows(i, v)
+		}
+		if !common {
+			return false
+		}
+	}
+	return true
+}
 
 // parseFilter parses "127.0.0.[2..11]", "127.0.[0..255].[1;3]" and the like.
 func parseFilter(s string) (filter, error) {

@@ -56,6 +56,7 @@ func zone(t testing.TB, key, outRSA, outEd crypto.Signer) []string {
 		`_dmarc.signed.test. 300 IN TXT "v=DMARC1; p=reject"`,
 		`strict.test. 300 IN TXT "v=spf1 ?all"`,
 		`_dmarc.strict.test. 300 IN TXT "v=DMARC1; p=reject"`,
+		`_dmarc.xn--bcher-kva.test. 300 IN TXT "v=DMARC1; p=reject"`,
 	}
 }
 
@@ -338,6 +339,47 @@ func TestDNSAuthEndToEnd(t *testing.T) {
 		r := send(t, addr, "127.0.0.2", "client.moat.test", "alice@good.test", message("alice@good.test", "dnsbl"))
 		if r.stage != "RCPT" || r.code != 554 || !strings.Contains(r.text, "5.7.1 Service unavailable; client [127.0.0.2] blocked: listed by bl.test") {
 			t.Fatalf("got %v, want RCPT 554 5.7.1 naming bl.test", r)
+		}
+	})
+
+	// Review bug 1: a display name in a charset Go does not decode made DMARC answer 550 "needs exactly one
+	// From: domain" and left outbound mail unsigned.
+	t.Run("koi8-r display name: dmarc passes", func(t *testing.T) {
+		m := bytes.Replace(message("alice@signed.test", "koi8-r"), []byte("From: <alice@signed.test>"),
+			[]byte("From: =?koi8-r?B?8NLJ18XU?= <alice@signed.test>"), 1)
+		r := send(t, addr, "127.0.0.1", "client.moat.test", "alice@signed.test", m)
+		if r.code != 250 {
+			t.Fatalf("not accepted: %v", r)
+		}
+		delivered++
+		h := e.delivered(t, delivered, "koi8-r")
+		if ar := strings.Join(h["Authentication-Results"], "\n"); !strings.Contains(ar, "dmarc=pass header.from=signed.test") {
+			t.Errorf("Authentication-Results lacks dmarc=pass:\n%s", ar)
+		}
+	})
+
+	t.Run("iso-2022-jp display name: trusted client's mail signed", func(t *testing.T) {
+		m := bytes.Replace(message("alice@out.test", "iso-2022-jp"), []byte("From: <alice@out.test>"),
+			[]byte("From: =?ISO-2022-JP?B?GyRCRnxLXDhsGyhC?= <alice@out.test>"), 1)
+		r := send(t, addr, "127.0.0.4", "client.moat.test", "alice@out.test", m)
+		if r.code != 250 {
+			t.Fatalf("not accepted: %v", r)
+		}
+		delivered++
+		h, raw := e.deliveredRaw(t, delivered, "iso-2022-jp")
+		if n := len(h["Dkim-Signature"]); n != 2 {
+			t.Fatalf("%d DKIM-Signature fields, want 2:\n%s", n, raw)
+		}
+		if ar := verifyWithMoat(t, e.dns.Addr, raw); !strings.Contains(ar, "dkim=pass header.d=out.test header.s=rsa") {
+			t.Errorf("moat's verifier: %q, want pass", ar)
+		}
+	})
+
+	// Review bug 2: a From: domain in Unicode was looked up raw and found no policy.
+	t.Run("unicode From domain: dmarc policy of its A-label applies", func(t *testing.T) {
+		r := send(t, addr, "127.0.0.1", "client.moat.test", "alice@good.test", message("alice@bücher.test", "idn"))
+		if r.stage != "DATA" || r.code != 550 || !strings.HasPrefix(r.text, "5.7.1 Message rejected: DMARC policy of xn--bcher-kva.test") {
+			t.Fatalf("got %v, want DATA 550 5.7.1 DMARC of xn--bcher-kva.test", r)
 		}
 	})
 

@@ -4,6 +4,7 @@ package action
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 
@@ -50,8 +51,8 @@ func Parse(s string, defScore float64) (Action, error) {
 				return Action{}, fmt.Errorf("only score takes a number, in %q", s)
 			}
 			f, err := strconv.ParseFloat(strings.TrimSpace(num), 64)
-			if err != nil {
-				return Action{}, fmt.Errorf("bad score in %q", s)
+			if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+				return Action{}, fmt.Errorf("bad score in %q (want a finite number)", s)
 			}
 			a.Score = f
 		} else if a.Kind == Score {

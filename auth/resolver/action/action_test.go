@@ -21,6 +21,11 @@ func TestParse(t *testing.T) {
 		{"quarantine", Action{Kind: Quarantine}, false},
 		{"reject:1", Action{}, true},
 		{"score:x", Action{}, true},
+		{"score:NaN", Action{}, true},
+		{"score:nan", Action{}, true},
+		{"score:Inf", Action{}, true},
+		{"score:-inf", Action{}, true},
+		{"score:1e400", Action{}, true},
 		{"bounce", Action{}, true},
 		{"", Action{}, true},
 	}

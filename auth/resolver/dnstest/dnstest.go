@@ -20,12 +20,13 @@ import (
 type Behaviour int
 
 const (
-	Answer   Behaviour = iota // answer from the records (NXDOMAIN when there are none for the name)
-	NXDomain                  // answer NXDOMAIN
-	ServFail                  // answer SERVFAIL
-	Refused                   // answer REFUSED
-	Timeout                   // never answer
-	Truncate                  // answer with TC set and no records over UDP; fully over TCP
+	Answer      Behaviour = iota // answer from the records (NXDOMAIN when there are none for the name)
+	NXDomain                     // answer NXDOMAIN
+	ServFail                     // answer SERVFAIL
+	Refused                      // answer REFUSED
+	Timeout                      // never answer
+	Truncate                     // answer with TC set and no records over UDP; fully over TCP
+	FormErrEDNS                  // answer FORMERR to a query with an EDNS0 OPT record (an old server); answer without
 )
 
 // Server is a running test DNS server.
@@ -41,6 +42,8 @@ type Server struct {
 	allDown   bool
 	counts    map[string]int // "name/TYPE" -> questions received
 	total     int
+	inFlight  int // questions being answered now
+	peak      int // most questions answered at once
 }
 
 // Start runs a server on 127.0.0.1 with records given as zone-file lines ("example.test. 300 IN TXT \"v=spf1 -all\"";
@@ -202,6 +205,15 @@ func (s *Server) ResetCounts() {
 	defer s.mu.Unlock()
 	s.counts = map[string]int{}
 	s.total = 0
+	s.peak = s.inFlight
+}
+
+// PeakInFlight returns the largest number of questions the server was answering at the same time (a delayed
+// answer stays in flight for its delay), since the start or the last ResetCounts.
+func (s *Server) PeakInFlight() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.peak
 }
 
 func (s *Server) serve(w dns.ResponseWriter, req *dns.Msg) {
@@ -221,7 +233,14 @@ func (s *Server) serve(w dns.ResponseWriter, req *dns.Msg) {
 	b := s.behaviour[name]
 	d := s.delay[name]
 	down := s.allDown
+	s.inFlight++
+	s.peak = max(s.peak, s.inFlight)
 	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.inFlight--
+		s.mu.Unlock()
+	}()
 
 	if down || b == Timeout {
 		return
@@ -240,6 +259,13 @@ func (s *Server) serve(w dns.ResponseWriter, req *dns.Msg) {
 		m.Rcode = dns.RcodeServerFailure
 	case Refused:
 		m.Rcode = dns.RcodeRefused
+	case FormErrEDNS:
+		if req.IsEdns0() != nil {
+			m.Rcode = dns.RcodeFormatError
+			_ = w.WriteMsg(m)
+			return
+		}
+		s.answer(m, name, q.Qtype)
 	case Truncate:
 		if !isTCP {
 			m.Truncated = true
