@@ -11,7 +11,8 @@
 //     %  one digit 0-9
 //
 // Every other character matches itself. There is no escape: '*', '?', '$' and '%' are always wildcards.
-// Addresses are matched as local@domain, the domain lower-cased without a trailing dot, a quoted local part
+// Addresses are matched as local@domain, the domain lower-cased without a trailing dot and international names
+// in A-label form (as relay and senderlists compare them; a pattern's domain is converted too), a quoted local part
 // with its quotes (so `"*@*"@*` finds quoted routing), no source route; the null sender is "<>".
 //
 // # Order

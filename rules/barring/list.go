@@ -6,6 +6,7 @@ import (
 
 	"github.com/moatmail/moat/config"
 	"github.com/moatmail/moat/policy"
+	"github.com/moatmail/moat/rules/relay"
 )
 
 // Rule is one line of an ordered list: a pattern that bars, or with Exclude (a line starting with '~') one that
@@ -55,7 +56,7 @@ func ParseList(lines []config.ListLine) (*List, error) {
 	for _, line := range lines {
 		r, err := ParseRule(line.Text)
 		if err != nil {
-			return nil, line.Errorf("%v", err)
+			return nil, &relay.LineError{Line: line, Err: err}
 		}
 		r.Line = line
 		l.rules = append(l.rules, r)
@@ -80,8 +81,9 @@ func (l *List) Match(s Subject) (barred bool, by *Rule) {
 }
 
 // SubjectOf is the text an envelope address is matched as: "local@domain" with the local part re-quoted when
-// it was a quoted string (so that `"*@*"@*` finds quoted routing), the domain lower-cased without a trailing
-// dot, and no source route. The null sender is "<>".
+// it was a quoted string (so that `"*@*"@*` finds quoted routing), the domain in the form relay and senderlists
+// compare domains in (relay.CanonDomain: lower case, no trailing dot, international names as A-labels), and
+// no source route. The null sender is "<>".
 func SubjectOf(a policy.Address) string {
 	if a.Null() {
 		return "<>"
@@ -93,5 +95,5 @@ func SubjectOf(a policy.Address) string {
 	if a.Domain == "" {
 		return local
 	}
-	return local + "@" + a.Domain
+	return local + "@" + relay.CanonDomain(a.Domain)
 }

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"golang.org/x/net/idna"
 )
 
 // ErrBadPattern is returned for a line that is not a valid pattern.
@@ -77,9 +79,13 @@ func Compile(src string) (*Pattern, error) {
 	if !utf8.ValidString(src) {
 		return nil, fmt.Errorf("%w: not valid UTF-8", ErrBadPattern)
 	}
+	match, err := aLabels(src)
+	if err != nil {
+		return nil, err
+	}
 	p := &Pattern{src: src}
 	cur := []token{}
-	for _, c := range src {
+	for _, c := range match {
 		if unicode.IsSpace(c) || unicode.IsControl(c) {
 			return nil, fmt.Errorf("%w: white space or control character %q", ErrBadPattern, c)
 		}
@@ -102,12 +108,48 @@ func Compile(src string) (*Pattern, error) {
 	return p, nil
 }
 
+// aLabels rewrites the international labels of the pattern's domain part (after its last '@') in A-label form,
+// the form subjects' domains are matched in (see SubjectOf): "*@bücher.example" matches the domain however the
+// client wrote it. A label with both non-ASCII characters and wildcards has no A-label form and is refused.
+func aLabels(src string) (string, error) {
+	at := strings.LastIndexByte(src, '@')
+	if at < 0 {
+		return src, nil
+	}
+	domain := src[at+1:]
+	labels := strings.Split(domain, ".")
+	changed := false
+	for i, l := range labels {
+		if isASCII(l) {
+			continue
+		}
+		if strings.ContainsAny(l, "*?$%") {
+			return "", fmt.Errorf("%w: international label %q with wildcards: write it in A-label (xn--) form", ErrBadPattern, l)
+		}
+		a, err := idna.Lookup.ToASCII(l)
+		if err != nil {
+			return "", fmt.Errorf("%w: international label %q: %v", ErrBadPattern, l, err)
+		}
+		labels[i], changed = a, true
+	}
+	if !changed {
+		return src, nil
+	}
+	return src[:at+1] + strings.Join(labels, "."), nil
+}
+
 // Subject is an address prepared for matching: lower-cased and split into characters. Prepare it once and
 // match it against many patterns.
 type Subject []rune
 
-// NewSubject prepares s for matching.
+// NewSubject prepares s for matching: international labels of the domain part (after the last '@') are
+// rewritten as A-labels, the form patterns are compiled in.
 func NewSubject(s string) Subject {
+	if at := strings.LastIndexByte(s, '@'); at >= 0 && !isASCII(s[at+1:]) {
+		if a, err := idna.Lookup.ToASCII(s[at+1:]); err == nil {
+			s = s[:at+1] + a
+		}
+	}
 	out := make([]rune, 0, len(s))
 	for _, c := range s {
 		out = append(out, unicode.ToLower(c))
@@ -179,4 +221,13 @@ func MustCompile(src string) *Pattern {
 		panic(err)
 	}
 	return p
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }

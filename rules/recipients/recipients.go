@@ -18,6 +18,14 @@
 // "alice@example.com". "postmaster" (any case) is always valid, as RFC 5321 section 4.5.1 requires, unless
 // listed as disabled.
 //
+// # Unqualified recipients
+//
+// A recipient without a domain (RCPT TO:<nobody>) gets the MTA's default domain (Postfix appends $myorigin).
+// With unqualified_domain set to that domain, a bare user is checked as user@unqualified_domain. Without it,
+// a bare user from a client that is neither trusted (fact "relay/trusted") nor authenticated is refused with
+// "550 5.1.3 <nobody>: need fully-qualified address"; "postmaster" is always accepted (RFC 5321 section
+// 4.5.1), and trusted or authenticated clients' bare users are left to the MTA.
+//
 // Only recipients in the local domains are checked; relay domains and remote recipients are the relay check's
 // business. The local domains are local_domains, or when that is empty, the domains named in the list.
 package recipients
@@ -36,8 +44,11 @@ import (
 // Name is the check's registered name.
 const Name = "recipients"
 
-// ReasonUnknown is the reason of a refused recipient.
-const ReasonUnknown = "recipient-unknown"
+// Reasons of refused recipients.
+const (
+	ReasonUnknown     = "recipient-unknown"
+	ReasonUnqualified = "unqualified"
+)
 
 // ErrBadEntry is returned for a malformed list line.
 var ErrBadEntry = errors.New("recipients: malformed entry")
@@ -58,6 +69,8 @@ type Config struct {
 	CaseSensitiveLocal bool `toml:"case_sensitive_local"`
 	// ExtensionSeparator, when set (e.g. "+"), also looks an address up without its extension.
 	ExtensionSeparator string `toml:"extension_separator"`
+	// UnqualifiedDomain is the domain the MTA appends to a recipient without one (Postfix: $myorigin).
+	UnqualifiedDomain string `toml:"unqualified_domain"`
 }
 
 // DefaultConfig returns the defaults of the table.
@@ -65,11 +78,12 @@ func DefaultConfig() Config { return Config{CaseSensitiveLocal: true} }
 
 // Check is the recipients check.
 type Check struct {
-	cfg      Config
-	domains  *relay.Domains
-	valid    map[string]bool // "local@domain"
-	disabled map[string]bool
-	catchAll map[string]bool // domain
+	cfg         Config
+	unqualified string // normalized UnqualifiedDomain
+	domains     *relay.Domains
+	valid       map[string]bool // "local@domain"
+	disabled    map[string]bool
+	catchAll    map[string]bool // domain
 }
 
 func setup(sec *config.Section, _ *policy.Env) (policy.Check, error) {
@@ -95,7 +109,7 @@ func New(sec *config.Section, cfg Config) (*Check, error) {
 				err = named.Add(domain)
 			}
 			if err != nil {
-				return l.Errorf("%v", err)
+				return &relay.LineError{Line: l, Err: err}
 			}
 			n++
 		}
@@ -112,6 +126,12 @@ func New(sec *config.Section, cfg Config) (*Check, error) {
 	}
 	if c.domains.Len() == 0 {
 		c.domains = named
+	}
+	if cfg.UnqualifiedDomain != "" {
+		c.unqualified = relay.NormalizeDomain(cfg.UnqualifiedDomain)
+		if err := relay.NewDomains().Add(c.unqualified); err != nil || strings.HasPrefix(c.unqualified, "[") {
+			return nil, sec.Errorf("unqualified_domain", "%q is not a domain", cfg.UnqualifiedDomain)
+		}
 	}
 	return c, nil
 }
@@ -163,12 +183,25 @@ func (c *Check) Name() string { return Name }
 func (c *Check) Kind() policy.Kind { return policy.KindAccess }
 
 // Rcpt validates one recipient of a local domain.
-func (c *Check) Rcpt(_ context.Context, _ *policy.Session, r *policy.Recipient) []policy.Finding {
+func (c *Check) Rcpt(_ context.Context, s *policy.Session, r *policy.Recipient) []policy.Finding {
 	a := r.Addr
-	if a.Domain == "" {
-		return []policy.Finding{{Status: policy.StatusNone, Detail: "unqualified recipient not checked"}}
-	}
+	shown := policy.ReplySafe(strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(a.Raw), "<"), ">"))
 	domain := relay.NormalizeDomain(a.Domain)
+	if a.Domain == "" {
+		domain = c.unqualified
+	}
+	if domain == "" {
+		switch {
+		case strings.EqualFold(a.Local, "postmaster") && !strings.ContainsAny(a.Local, "@%!"):
+			// RFC 5321 section 4.5.1: RCPT TO:<Postmaster> without a domain MUST be supported.
+			return []policy.Finding{{Status: policy.StatusPass, Reason: "recipient-known", Detail: "unqualified postmaster is always accepted"}}
+		case s.Get(relay.FactTrusted) == "yes" || s.Auth.Authenticated():
+			return []policy.Finding{{Status: policy.StatusNone, Detail: "unqualified recipient from a trusted or authenticated client not checked"}}
+		}
+		f := policy.Rejectf(policy.StatusFail, ReasonUnqualified, 550, "5.1.3", "<%s>: %s", shown, relay.UnqualifiedText)
+		f.Detail = "unqualified recipient and no unqualified_domain: the MTA would choose the domain"
+		return []policy.Finding{f}
+	}
 	if !c.domains.Contains(domain) {
 		return []policy.Finding{{Status: policy.StatusNone, Detail: domain + " is not a local domain"}}
 	}
@@ -176,7 +209,6 @@ func (c *Check) Rcpt(_ context.Context, _ *policy.Session, r *policy.Recipient) 
 	if ok {
 		return []policy.Finding{{Status: policy.StatusPass, Reason: "recipient-known", Detail: why}}
 	}
-	shown := policy.ReplySafe(strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(a.Raw), "<"), ">"))
 	f := policy.Rejectf(policy.StatusFail, ReasonUnknown, 550, "5.1.1", "<%s>: recipient unknown", shown)
 	f.Detail = why
 	return []policy.Finding{f}

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"golang.org/x/net/idna"
+	"golang.org/x/net/publicsuffix"
 
 	"github.com/moatmail/moat/config"
 )
@@ -21,6 +22,10 @@ var ErrBadEntry = errors.New("relay: malformed list entry")
 func NormalizeDomain(d string) string {
 	return canonDomain(strings.TrimSuffix(strings.ToLower(strings.TrimSpace(d)), "."))
 }
+
+// CanonDomain is the form a domain as policy.ParseAddress returns it (lower case, one trailing dot removed) is
+// compared in: see canonDomain.
+func CanonDomain(d string) string { return canonDomain(d) }
 
 // canonDomain is NormalizeDomain for a domain already lower-cased and stripped of its one trailing dot (as
 // policy.ParseAddress returns it): a second trailing dot stays and so never matches a list entry.
@@ -69,7 +74,7 @@ func ParseDomains(lines []config.ListLine) (*Domains, error) {
 	d := NewDomains()
 	for _, l := range lines {
 		if err := d.Add(l.Text); err != nil {
-			return nil, l.Errorf("%v", err)
+			return nil, &LineError{Line: l, Err: err}
 		}
 	}
 	return d, nil
@@ -156,7 +161,7 @@ func ParseNetworks(lines []config.ListLine) (*Networks, error) {
 	for _, l := range lines {
 		p, err := ParsePrefix(l.Text)
 		if err != nil {
-			return nil, l.Errorf("%v", err)
+			return nil, &LineError{Line: l, Err: err}
 		}
 		n.prefixes = append(n.prefixes, p)
 	}
@@ -198,4 +203,55 @@ func (n *Networks) Contains(ip netip.Addr) bool {
 		}
 	}
 	return false
+}
+
+// Shortest prefixes accepted as trusted networks without allow_wide_lists: a shorter one trusts a large part of
+// the Internet (0.0.0.0/0 makes an open relay).
+const (
+	MinTrustedBits4 = 8
+	MinTrustedBits6 = 16
+)
+
+// ErrTooWide is returned for a list entry that would open the relay to much of the Internet.
+var ErrTooWide = errors.New("relay: entry too wide")
+
+// checkWidePrefix refuses trusted networks shorter than MinTrustedBits4 (IPv4) or MinTrustedBits6 (IPv6).
+func checkWidePrefix(p netip.Prefix) error {
+	min := MinTrustedBits6
+	if p.Addr().Is4() {
+		min = MinTrustedBits4
+	}
+	if p.Bits() < min {
+		return fmt.Errorf("%w: %s trusts %s addresses; the shortest prefix allowed is /%d (set allow_wide_lists = true to override)",
+			ErrTooWide, p, plural(p), min)
+	}
+	return nil
+}
+
+func plural(p netip.Prefix) string {
+	if p.Bits() == 0 {
+		return "all"
+	}
+	return "2^" + fmt.Sprint(p.Addr().BitLen()-p.Bits())
+}
+
+// IsPublicSuffix reports whether the (normalized) domain is a public suffix of the Public Suffix List, under
+// which anyone can register names ("com", "co.uk", "github.io"). A single label that the list does not know
+// ("localhost", "test") is not one.
+func IsPublicSuffix(domain string) bool {
+	if domain == "" || strings.HasPrefix(domain, "[") {
+		return false
+	}
+	ps, icann := publicsuffix.PublicSuffix(domain)
+	return ps == domain && (icann || strings.Contains(domain, "."))
+}
+
+// checkPublicSuffix refuses a local or relay domain entry that is a public suffix.
+func checkPublicSuffix(entry string) error {
+	name := NormalizeDomain(strings.TrimPrefix(entry, "."))
+	if IsPublicSuffix(name) {
+		return fmt.Errorf("%w: %s is a public suffix: mail for every domain under it would be accepted (set allow_wide_lists = true to override)",
+			ErrTooWide, name)
+	}
+	return nil
 }

@@ -20,6 +20,14 @@
 //     ignore the routes or MAY decline to support the relaying they imply"; Appendix C) and the final domain
 //     decides.
 //
+// # Unqualified recipients
+//
+// A recipient without a domain (RCPT TO:<nobody>) goes where the MTA's default domain sends it (Postfix
+// appends $myorigin), which moat does not know. From an untrusted, unauthenticated client it is refused with
+// "550 5.7.1 <nobody>: need fully-qualified address", except "postmaster" (RFC 5321 section 4.5.1: RCPT
+// TO:<Postmaster> without a domain MUST be supported). With unqualified_domain set to the MTA's default domain,
+// a bare user is checked as user@unqualified_domain instead.
+//
 // When a form is allowed, every domain it names (the final domain and each hop) must be a local or relay
 // domain. Domains compare case-insensitively without a trailing dot; international names compare in A-label
 // form; address literals (user@[192.0.2.1]) are remote unless listed as "[192.0.2.1]".
@@ -28,7 +36,15 @@
 //
 // # Facts
 //
-// At connect the check sets "relay/trusted" = "yes" for clients in trusted networks.
+// At connect the check sets "relay/trusted" = "yes" for clients in trusted networks. A session without a
+// client IP is trusted only when trust_local_submission is on and the session carries the fact
+// "client/local" = "yes", which the milter sets for a submission the MTA reports as local (no network
+// client); the absence of an IP alone proves nothing.
+//
+// # Wide lists
+//
+// Trusted networks shorter than /8 (IPv4) or /16 (IPv6) and local or relay domains that are public suffixes
+// ("com", ".co.uk") are refused at setup unless allow_wide_lists = true: they make an open relay.
 package relay
 
 import (
@@ -47,14 +63,21 @@ const Name = "relay"
 // FactTrusted is the session fact set at connect for clients in trusted networks.
 const FactTrusted = "relay/trusted"
 
+// FactLocalSubmission is the connection fact that says the session is a local submission (no network client):
+// set to "yes" by the milter when the MTA reports one, and by moat scan when asked to play one. Without it a
+// session without a client IP is not a local submission.
+const FactLocalSubmission = "client/local"
+
 // Reply texts and reasons.
 const (
 	PercentHackText = "forwarding percent hack is not permitted"
+	UnqualifiedText = "need fully-qualified address"
 
 	ReasonDenied      = "relay-denied"
 	ReasonPercentHack = "percent-hack"
 	ReasonBangPath    = "bang-path"
 	ReasonQuoted      = "quoted-routing"
+	ReasonUnqualified = "unqualified"
 )
 
 func init() { policy.Register(Name, setup) }
@@ -72,9 +95,15 @@ type Config struct {
 	TrustedNetworksFile string   `toml:"trusted_networks_file"`
 	// AllowAuthenticated lets clients authenticated with SMTP AUTH relay anywhere (default true).
 	AllowAuthenticated bool `toml:"allow_authenticated"`
-	// TrustLocalSubmission trusts mail without a client IP (local submission through sendmail(1) or pickup;
-	// default true).
+	// TrustLocalSubmission trusts a session the milter marks as a local submission (fact "client/local";
+	// default true). A session without a client IP and without that fact is untrusted.
 	TrustLocalSubmission bool `toml:"trust_local_submission"`
+	// UnqualifiedDomain is the domain the MTA appends to a recipient without one (Postfix: $myorigin); unset,
+	// unqualified recipients other than postmaster are refused for untrusted, unauthenticated clients.
+	UnqualifiedDomain string `toml:"unqualified_domain"`
+	// AllowWideLists accepts trusted networks shorter than /8 (IPv4) or /16 (IPv6) and public suffixes as
+	// local or relay domains (default false: refused at setup).
+	AllowWideLists bool `toml:"allow_wide_lists"`
 	// AllowPercentHack, AllowBangPaths and AllowQuotedRouting accept those forms when every domain they name
 	// is local or a relay domain (default false: refused).
 	AllowPercentHack   bool `toml:"allow_percent_hack"`
@@ -89,10 +118,11 @@ func DefaultConfig() Config {
 
 // Check is the relay check.
 type Check struct {
-	cfg     Config
-	local   *Domains
-	relay   *Domains
-	trusted *Networks
+	cfg         Config
+	unqualified string // normalized UnqualifiedDomain
+	local       *Domains
+	relay       *Domains
+	trusted     *Networks
 }
 
 func setup(sec *config.Section, _ *policy.Env) (policy.Check, error) {
@@ -106,18 +136,31 @@ func setup(sec *config.Section, _ *policy.Env) (policy.Check, error) {
 // New builds the check from a decoded configuration; sec locates errors.
 func New(sec *config.Section, cfg Config) (*Check, error) {
 	c := &Check{cfg: cfg}
+	domainTest, netTest := checkPublicSuffix, checkWidePrefix
+	if cfg.AllowWideLists {
+		domainTest, netTest = nil, nil
+	}
 	var err error
-	if c.local, err = LoadDomains(sec, "local_domains", cfg.LocalDomains, "local_domains_file", cfg.LocalDomainsFile); err != nil {
+	if c.local, err = loadDomains(sec, "local_domains", cfg.LocalDomains, "local_domains_file", cfg.LocalDomainsFile, domainTest); err != nil {
 		return nil, err
 	}
-	if c.relay, err = LoadDomains(sec, "relay_domains", cfg.RelayDomains, "relay_domains_file", cfg.RelayDomainsFile); err != nil {
+	if c.relay, err = loadDomains(sec, "relay_domains", cfg.RelayDomains, "relay_domains_file", cfg.RelayDomainsFile, domainTest); err != nil {
 		return nil, err
 	}
-	if c.trusted, err = LoadNetworks(sec, "trusted_networks", cfg.TrustedNetworks, "trusted_networks_file", cfg.TrustedNetworksFile); err != nil {
+	if c.trusted, err = loadNetworks(sec, "trusted_networks", cfg.TrustedNetworks, "trusted_networks_file", cfg.TrustedNetworksFile, netTest); err != nil {
 		return nil, err
 	}
 	if c.local.Len() == 0 && c.relay.Len() == 0 {
 		return nil, sec.Errorf("local_domains", "no local or relay domains: all mail would be refused")
+	}
+	if cfg.UnqualifiedDomain != "" {
+		c.unqualified = NormalizeDomain(cfg.UnqualifiedDomain)
+		if err := validDomain(c.unqualified); err != nil {
+			return nil, sec.Errorf("unqualified_domain", "%v", err)
+		}
+		if c.classify(c.unqualified) == "" {
+			return nil, sec.Errorf("unqualified_domain", "%s is neither a local nor a relay domain: every unqualified recipient would be refused", c.unqualified)
+		}
 	}
 	return c, nil
 }
@@ -131,10 +174,13 @@ func (c *Check) Kind() policy.Kind { return policy.KindAccess }
 // LocalDomains returns the set of local domains.
 func (c *Check) LocalDomains() *Domains { return c.local }
 
-// Trusted reports whether the session's client is in a trusted network (or a trusted local submission).
+// Trusted reports whether the session's client is in a trusted network, or is a local submission (the session
+// says so with FactLocalSubmission) and trust_local_submission is on. A session without a client IP is not
+// trusted for that alone: an MTA reports some network clients without one (Sendmail's family "unknown",
+// a unix-domain socket), and moat scan runs without one unless told otherwise.
 func (c *Check) Trusted(s *policy.Session) bool {
 	if !s.ClientIP.IsValid() {
-		return c.cfg.TrustLocalSubmission
+		return c.cfg.TrustLocalSubmission && s.Get(FactLocalSubmission) == "yes"
 	}
 	return c.trusted.Contains(s.ClientIP)
 }
@@ -162,9 +208,12 @@ func (c *Check) Rcpt(_ context.Context, s *policy.Session, r *policy.Recipient) 
 	}
 	shown := policy.ReplySafe(strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(r.Addr.Raw), "<"), ">"))
 	var f policy.Finding
-	if v.Reason == ReasonPercentHack {
+	switch v.Reason {
+	case ReasonPercentHack:
 		f = policy.Rejectf("fail", v.Reason, 550, "5.7.1", "%s", PercentHackText)
-	} else {
+	case ReasonUnqualified:
+		f = policy.Rejectf("fail", v.Reason, 550, "5.7.1", "<%s>: %s", shown, UnqualifiedText)
+	default:
 		f = policy.Rejectf("fail", v.Reason, 550, "5.7.1", "<%s>: cannot relay", shown)
 	}
 	f.Detail = v.Detail
@@ -200,13 +249,21 @@ func (c *Check) Resolve(a policy.Address) Verdict {
 	if strings.ContainsAny(local, "@%!") {
 		hops = routeDomains(local)
 	}
-	if a.Domain == "" && len(hops) == 0 {
-		// A bare user name (Sendmail passes local recipients this way): delivered here.
-		return Verdict{Allowed: true, Reason: "local-domain", Detail: "unqualified local recipient"}
-	}
 	final := canonDomain(a.Domain)
-	kind := c.classify(final)
 	if a.Domain == "" {
+		final = c.unqualified
+	}
+	if final == "" && len(hops) == 0 {
+		// A bare user name: the MTA appends its own default domain (Postfix: $myorigin), which we do not know.
+		if strings.EqualFold(local, "postmaster") {
+			// RFC 5321 section 4.5.1: RCPT TO:<Postmaster> without a domain MUST be supported.
+			return Verdict{Allowed: true, Reason: "local-domain", Detail: "unqualified postmaster (RFC 5321 section 4.5.1)"}
+		}
+		return deny(ReasonUnqualified, "unqualified recipient %q and no unqualified_domain: the MTA would choose the domain", local)
+	}
+	kind := c.classify(final)
+	if final == "" {
+		// No domain, but routing hops: the hops decide.
 		kind = "local-domain"
 	}
 	if kind == "" {

@@ -23,6 +23,7 @@ trusted_networks = ["10.0.0.0/8", "2001:db8:1::/48"]
 
 type envelope struct {
 	ip         string
+	local      bool // the milter marked the session a local submission
 	auth       string
 	helo       string
 	from, rcpt string
@@ -37,6 +38,9 @@ func run(t *testing.T, e *policy.Engine, env envelope) policy.Decision {
 		s.ClientIP = netip.MustParseAddr(env.ip)
 	}
 	s.Auth.Authen = env.auth
+	if env.local {
+		s.Set(relay.FactLocalSubmission, "yes")
+	}
 	if d := e.Connect(ctx, s); d.Action != policy.ActContinue {
 		t.Fatalf("connect: %+v", d)
 	}
@@ -109,7 +113,7 @@ func TestAllowed(t *testing.T) {
 		{"trusted network v6", envelope{ip: "2001:db8:1::5", from: "a@moat.test", rcpt: "x@remote.example"}, "trusted-network"},
 		{"trusted may use percent", envelope{ip: "10.1.2.3", from: "a@moat.test", rcpt: "x%remote.example@moat.test"}, "trusted-network"},
 		{"authenticated", envelope{ip: untrusted, auth: "alice", from: "alice@moat.test", rcpt: "x@remote.example"}, "authenticated"},
-		{"local submission", envelope{from: "root", rcpt: "x@remote.example"}, "trusted-network"},
+		{"local submission", envelope{local: true, from: "root", rcpt: "x@remote.example"}, "trusted-network"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -128,6 +132,9 @@ func TestAllowed(t *testing.T) {
 				s.ClientIP = netip.MustParseAddr(tt.env.ip)
 			}
 			s.Auth.Authen = tt.env.auth
+			if tt.env.local {
+				s.Set(relay.FactLocalSubmission, "yes")
+			}
 			e.Connect(ctx, s)
 			e.Mail(ctx, s, tt.env.from, "")
 			r, _ := e.Rcpt(ctx, s, tt.env.rcpt, "")

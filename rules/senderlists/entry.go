@@ -91,6 +91,8 @@ type Entry struct {
 	pattern *barring.Pattern
 	Proof   Proof
 	Line    config.ListLine
+	// proofSet says whether the line wrote proof=… (otherwise Proof is a default).
+	proofSet bool
 }
 
 // String names the entry and where it comes from.
@@ -126,10 +128,20 @@ func parseEntry(l config.ListLine, white bool, def defaults) (*Entry, error) {
 		}
 		e.Proof, proofSet = p, true
 	}
+	e.proofSet = proofSet
 	t := fields[0]
 	switch {
 	case t == "<>":
 		e.kind = kindNull
+		// The null sender has no domain, so no proof can ever hold for it (and SPF of the HELO name says
+		// nothing about who sent a bounce). White-listing bounces skips every anti-spam check for all of them:
+		// the entry must say so with proof=none.
+		if white && !proofSet {
+			return nil, fmt.Errorf("%w: the null sender cannot be proven; write \"<> proof=none\" to white-list every bounce without proof", ErrBadEntry)
+		}
+		if e.Proof != ProofNone {
+			return nil, fmt.Errorf("%w: the null sender has no domain, so proof=%s can never hold; only proof=none", ErrBadEntry, e.Proof)
+		}
 	case isIP(t):
 		p, err := relay.ParsePrefix(t)
 		if err != nil {
@@ -259,7 +271,7 @@ func parseList(lines []config.ListLine, white bool, def defaults) (*List, error)
 	for _, line := range lines {
 		e, err := parseEntry(line, white, def)
 		if err != nil {
-			return nil, line.Errorf("%v", err)
+			return nil, &relay.LineError{Line: line, Err: err}
 		}
 		l.add(e)
 	}

@@ -13,7 +13,7 @@ import (
 // order.
 func TestIndexMatchesScan(t *testing.T) {
 	texts := []string{"a@example.com", "example.com", ".example.com", "mail.example.com", ".mail.example.com",
-		"192.0.2.0/24", "*@*.example.com", "A@Example.COM", "<>", "other.example", ".com", "b@mail.example.com"}
+		"192.0.2.0/24", "*@*.example.com", "A@Example.COM", "<> proof=none", "other.example", ".com", "b@mail.example.com"}
 	var lines []config.ListLine
 	for i, x := range texts {
 		lines = append(lines, config.ListLine{Text: x, Source: "t", Line: i + 1})

@@ -10,7 +10,7 @@
 //	192.0.2.0/24                  the client's IP address or network
 //	2001:db8::1
 //	*@*%%%%*.example              a pattern in the barring language (see rules/barring)
-//	<>                            the null sender
+//	<> proof=none                 the null sender (a white-list entry must say proof=none)
 //	partner.example proof=dkim    a white-list entry with the proof it needs
 //
 // # Proof
@@ -22,6 +22,9 @@
 // 3.1, computed here without looking up the published DMARC policy), a comma list of these, "any" (one of the
 // three) or "none". Domain and pattern entries default to default_domain_proof ("any"), address entries to
 // default_address_proof ("none"); IP entries need no proof.
+//
+// An entry none of whose proofs an enabled check can give ([checks.spf] gives spf, [checks.dkim] gives dkim,
+// either gives dmarc) is refused at setup: it could never win. "<>" on a white list must say proof=none.
 //
 // SPF is known at RCPT time. DKIM and the From: header are only known at end of message: an entry that needs
 // them is decided then, for the whole message.
@@ -40,7 +43,9 @@ package senderlists
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"path/filepath"
 	"sort"
 	"strings"
 
@@ -102,6 +107,7 @@ type pair struct{ white, black *List }
 
 // Check is the senderlists check.
 type Check struct {
+	provable Proof // the proofs the enabled checks can give
 	global   pair
 	perRcpt  map[string]pair // recipient address key or domain
 	text     string
@@ -157,7 +163,7 @@ func (c *Check) NeedsEOM() bool {
 
 // New builds the check from a decoded configuration; sec locates errors.
 func New(sec *config.Section, cfg Config) (*Check, error) {
-	c := &Check{perRcpt: map[string]pair{}, text: cfg.BlacklistText, header: cfg.Header}
+	c := &Check{perRcpt: map[string]pair{}, text: cfg.BlacklistText, header: cfg.Header, provable: provable(sec.File())}
 	var err error
 	if c.defaults.domain, err = ParseProof(cfg.DefaultDomainProof); err != nil {
 		return nil, sec.Errorf("default_domain_proof", "%v", err)
@@ -181,12 +187,20 @@ func New(sec *config.Section, cfg Config) (*Check, error) {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
+	tables := map[string]string{} // normalized key -> the table's key as written
 	for _, k := range keys {
 		sub := rsec.Sub(k)
 		key, err := recipientKey(k)
 		if err != nil {
 			return nil, sub.Errorf("", "%v", err)
 		}
+		if prev, ok := tables[key]; ok {
+			// Keys compare case-insensitively (and international domains in A-label form): two tables for the
+			// same recipient would silently replace each other.
+			return nil, sub.Errorf("", "%v: recipient %q is the same as %q (line %d); merge the two tables",
+				ErrDuplicate, k, prev, sec.File().LineOf(rsec.Sub(prev).Path()))
+		}
+		tables[key] = k
 		p, err := c.load(sub, cfg.Recipient[k])
 		if err != nil {
 			return nil, err
@@ -217,6 +231,13 @@ func (c *Check) load(sec *config.Section, l Lists) (pair, error) {
 			if err != nil {
 				return err
 			}
+			if x.white {
+				for _, e := range more.entries {
+					if err := c.checkProvable(e); err != nil {
+						return err
+					}
+				}
+			}
 			for _, e := range more.entries {
 				x.into.add(e)
 			}
@@ -227,6 +248,57 @@ func (c *Check) load(sec *config.Section, l Lists) (pair, error) {
 		}
 	}
 	return p, nil
+}
+
+// Setup errors.
+var (
+	ErrDuplicate  = errors.New("senderlists: duplicate recipient table")
+	ErrUnprovable = errors.New("senderlists: proof no enabled check can give")
+)
+
+// provable returns the proofs the configuration's enabled checks can give: SPF needs [checks.spf], DKIM needs
+// [checks.dkim], DMARC alignment needs either of them.
+func provable(f *config.File) Proof {
+	var p Proof
+	if checkEnabled(f, "spf") {
+		p |= ProofSPF | ProofDMARC
+	}
+	if checkEnabled(f, "dkim") {
+		p |= ProofDKIM | ProofDMARC
+	}
+	return p
+}
+
+// checkEnabled reports whether [checks.NAME] is present and not enabled = false, as policy.Build decides.
+func checkEnabled(f *config.File, name string) bool {
+	sec := f.Section("checks." + name)
+	if !sec.Present() {
+		return false
+	}
+	v := struct {
+		Enabled bool `toml:"enabled"`
+	}{true}
+	if err := sec.Pick("enabled").Decode(&v); err != nil {
+		return false
+	}
+	return v.Enabled
+}
+
+// checkProvable refuses a white-list entry whose proof no enabled check can give: it could never win, and
+// every message it matches would wait for proof in vain.
+func (c *Check) checkProvable(e *Entry) error {
+	if e.Proof == ProofNone || e.Proof&c.provable != 0 {
+		return nil
+	}
+	from := "proof=" + e.Proof.String()
+	if !e.proofSet {
+		from = "proof " + e.Proof.String() + " from default_domain_proof"
+		if e.kind == kindAddress {
+			from = "proof " + e.Proof.String() + " from default_address_proof"
+		}
+	}
+	return &relay.LineError{Line: e.Line, Err: fmt.Errorf("%w: %s, but no enabled check gives it ([checks.spf] gives spf, [checks.dkim] gives dkim, either gives dmarc): the entry could never win; enable the check or write proof=none",
+		ErrUnprovable, from)}
 }
 
 // recipientKey normalizes the key of a per-recipient table: an address or a domain.
@@ -352,8 +424,9 @@ func (c *Check) Message(_ context.Context, s *policy.Session, _ policy.Message) 
 		}
 		if !seen[o.white] {
 			seen[o.white] = true
+			// The header goes out with the message: name the list file, not where it lives on this server.
 			won = append(won, fmt.Sprintf("whitelist entry=%q source=%s:%d proof=%s",
-				o.white.text, o.white.Line.Source, o.white.Line.Line, o.how))
+				o.white.text, filepath.Base(o.white.Line.Source), o.white.Line.Line, o.how))
 		}
 	}
 	if len(won) == 0 {

@@ -39,7 +39,20 @@ func (fakeVirus) Scan(_ context.Context, s *policy.Session, _ policy.Message) []
 	return nil
 }
 
+// fakeAuth stands in for auth/spf and auth/dkim: their tables must be enabled for proof=spf/dkim/dmarc entries
+// to be accepted, and the tests set the facts those checks would set themselves.
+type fakeAuth struct{ name string }
+
+func (f fakeAuth) Name() string                                            { return f.name }
+func (fakeAuth) Kind() policy.Kind                                         { return policy.KindInfo }
+func (fakeAuth) Connect(context.Context, *policy.Session) []policy.Finding { return nil }
+
+// authChecks enables the fake SPF and DKIM checks.
+const authChecks = "[checks.spf]\n[checks.dkim]\n"
+
 func init() {
+	policy.Register("spf", func(sec *config.Section, _ *policy.Env) (policy.Check, error) { return fakeAuth{"spf"}, nil })
+	policy.Register("dkim", func(sec *config.Section, _ *policy.Env) (policy.Check, error) { return fakeAuth{"dkim"}, nil })
 	policy.Register("test", func(sec *config.Section, _ *policy.Env) (policy.Check, error) { return fakeAntispam{}, nil })
 	policy.Register("clamd", func(sec *config.Section, _ *policy.Env) (policy.Check, error) { return fakeVirus{}, nil })
 }
@@ -131,7 +144,7 @@ friend@spammy.example
 <>
 dkimonly.example
 `)
-	e := policytest.Engine(t, policytest.Policy+`
+	e := policytest.Engine(t, policytest.Policy+authChecks+`
 [checks.test]
 [checks.clamd]
 [checks.senderlists]
@@ -217,7 +230,7 @@ whitelist = ["customer.example proof=none"]
 
 // TestProofAtEndOfMessage covers entries that need DKIM or DMARC, which are only known at end of message.
 func TestProofAtEndOfMessage(t *testing.T) {
-	e := policytest.Engine(t, policytest.Policy+`
+	e := policytest.Engine(t, policytest.Policy+authChecks+`
 [checks.clamd]
 [checks.senderlists]
 whitelist = [".bigcorp.example proof=dkim", "dmarc.example proof=dmarc", "any.example", "dkimonly.example proof=dkim"]
@@ -352,7 +365,7 @@ func TestStages(t *testing.T) {
 		{"header = \"\"\nwhitelist = [\"a.example proof=spf\"]\n[checks.senderlists.recipient.\"x@moat.test\"]\nwhitelist = [\"c.example proof=dkim\"]", true},
 	}
 	for _, tt := range tests {
-		e := policytest.Engine(t, policytest.Policy+"[checks.senderlists]\n"+tt.toml+"\n")
+		e := policytest.Engine(t, policytest.Policy+authChecks+"[checks.senderlists]\n"+tt.toml+"\n")
 		if got := e.Stages()[policy.StageEOM]; got != tt.eom {
 			t.Errorf("%q: end-of-message stage %v, want %v", tt.toml, got, tt.eom)
 		}

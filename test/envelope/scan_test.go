@@ -50,6 +50,10 @@ func TestMoatScan(t *testing.T) {
 	}{
 		{"relay denied", []string{"--ip", "203.0.113.5", "--from", "a@remote.example", "--rcpt", "victim@remote.example"},
 			"reject", 550, "5.7.1 <victim@remote.example>: cannot relay", "rcpt", "", ""},
+		{"unqualified recipient", []string{"--ip", "198.51.100.1", "--from", "a@remote.example", "--rcpt", "nobody"},
+			"reject", 550, "5.7.1 <nobody>: need fully-qualified address", "rcpt", "", ""},
+		{"no client ip is not trusted", []string{"--ip", "", "--from", "a@remote.example", "--rcpt", "victim@remote.example"},
+			"reject", 550, "5.7.1 <victim@remote.example>: cannot relay", "rcpt", "", ""},
 		{"percent hack", []string{"--ip", "203.0.113.5", "--from", "a@remote.example", "--rcpt", "victim%remote.example@moat.test"},
 			"reject", 550, "5.7.1 forwarding percent hack is not permitted", "rcpt", "", ""},
 		{"quoted routing", []string{"--ip", "203.0.113.5", "--from", "a@remote.example", "--rcpt", `"victim@remote.example"@moat.test`},

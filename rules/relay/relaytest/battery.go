@@ -67,6 +67,9 @@ func Battery(local, ip string) []Attempt {
 		{"client.example", "spammer@" + R, "victim@" + L + "..", "two trailing dots"},
 		{"client.example", "spammer@" + R, `"victim"@` + R, "quoted plain local part, remote"},
 		{"client.example", "spammer@" + R, "postmaster@" + R, "postmaster elsewhere"},
+		// An unqualified recipient gets the MTA's default domain (Postfix: $myorigin), which need not be ours.
+		{"client.example", "spammer@" + R, "nobody", "unqualified recipient"},
+		{"client.example", "spammer@" + R, "Victim", "unqualified recipient, upper case"},
 	}
 	return a
 }
