@@ -23,13 +23,15 @@ type memStore struct {
 func (m *memStore) Greylist(_ context.Context, r GreyRequest) (GreyResult, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	rec, cl := m.recs[r.ID()], m.cls[r.Client]
-	nr, nc, res := decide(rec, cl, r)
+	rec, cl, ncl := m.recs[r.ID()], m.cls[r.Client], m.cls[r.networkKey()]
+	nr, nc, nnc, res := decide(rec, cl, ncl, r)
 	if nr != nil {
 		m.recs[nr.ID] = nr
 	}
-	if nc != nil {
-		m.cls[nc.Client] = nc
+	for _, c := range []*ClientEntry{nc, nnc} {
+		if c != nil {
+			m.cls[c.Client] = c
+		}
 	}
 	return res, nil
 }

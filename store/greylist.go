@@ -74,8 +74,11 @@ type GreyParams struct {
 type GreyRequest struct {
 	Triplet
 	IP, Helo string // recorded for operators
-	Now      time.Time
-	Params   GreyParams
+	// Network is the client's network ("192.0.2.0/24"). When Client is another key ("spf:example.com"),
+	// auto-whitelisting checks and counts the network too; empty or equal to Client: only Client.
+	Network string
+	Now     time.Time
+	Params  GreyParams
 	// ReadOnly computes the decision without changing anything (moat scan).
 	ReadOnly bool
 }
@@ -98,7 +101,8 @@ type GreyResult struct {
 	Entry   GreyEntry     // the triplet after the decision (zero for GreyWhitelisted)
 	Wait    time.Duration // New, Early: how long until a retry passes
 	Delayed time.Duration // FirstPass: how long the triplet was held up
-	// ClientCount is the client key's count of passes after the decision (when auto-whitelisting is on).
+	// ClientCount is the highest count of passes of the request's client keys (Client and Network) after
+	// the decision (when auto-whitelisting is on).
 	ClientCount int
 }
 
@@ -107,21 +111,53 @@ func (r GreyResult) Pass() bool {
 	return r.Outcome == GreyFirstPass || r.Outcome == GreyKnown || r.Outcome == GreyWhitelisted
 }
 
-// decide is the greylisting state machine, shared by the SQLite backend (which runs it inside a write
-// transaction) and mirrored line by line in the Redis backend's Lua script. rec and cl are the stored records
-// (nil when absent); the returned records are what to write (nil: leave unchanged).
-func decide(rec *GreyEntry, cl *ClientEntry, req GreyRequest) (newRec *GreyEntry, newCl *ClientEntry, res GreyResult) {
-	now, p := req.Now, req.Params
-	if cl != nil && !now.Before(cl.Expires) {
-		cl = nil
+// networkKey returns the second auto-whitelist key of a request: its network when that differs from the
+// client key (the client key is "spf:DOMAIN"), or "" when there is none.
+func (r GreyRequest) networkKey() string {
+	if r.Network == r.Client {
+		return ""
 	}
+	return r.Network
+}
+
+// decide is the greylisting state machine, shared by the SQLite backend (which runs it inside a write
+// transaction) and mirrored line by line in the Redis backend's Lua script. rec is the stored triplet, cl the
+// auto-whitelist record of the client key and ncl that of the network key (when the request has one); nil
+// when absent. The returned records are what to write (nil: leave unchanged).
+//
+// Auto-whitelisting looks at both client keys: a network that passed N triplets stays white-listed when its
+// senders start passing SPF (and the client key becomes "spf:DOMAIN"), and an SPF domain that passed N
+// triplets stays white-listed whatever address its provider sends from. A passing triplet counts for both.
+func decide(rec *GreyEntry, cl, ncl *ClientEntry, req GreyRequest) (newRec *GreyEntry, newCl, newNCl *ClientEntry, res GreyResult) {
+	now, p := req.Now, req.Params
+	live := func(c *ClientEntry) *ClientEntry {
+		if c != nil && !now.Before(c.Expires) {
+			return nil
+		}
+		return c
+	}
+	cl = live(cl)
+	if req.networkKey() == "" {
+		ncl = nil
+	}
+	ncl = live(ncl)
 	if rec != nil && !now.Before(rec.Expires) {
 		rec = nil
 	}
-	if p.AutoWhitelist > 0 && cl != nil && cl.Count >= p.AutoWhitelist {
-		c := *cl
-		c.LastSeen, c.Expires = now, now.Add(p.Expiry)
-		return nil, &c, GreyResult{Outcome: GreyWhitelisted, ClientCount: c.Count}
+	listed := func(c *ClientEntry) bool { return p.AutoWhitelist > 0 && c != nil && c.Count >= p.AutoWhitelist }
+	if listed(cl) || listed(ncl) {
+		res = GreyResult{Outcome: GreyWhitelisted}
+		touch := func(c *ClientEntry) *ClientEntry {
+			if c == nil {
+				return nil
+			}
+			n := *c
+			n.LastSeen, n.Expires = now, now.Add(p.Expiry)
+			res.ClientCount = max(res.ClientCount, n.Count)
+			return &n
+		}
+		newCl, newNCl = touch(cl), touch(ncl)
+		return nil, newCl, newNCl, res
 	}
 	var e GreyEntry
 	if rec == nil {
@@ -156,10 +192,10 @@ func decide(rec *GreyEntry, cl *ClientEntry, req GreyRequest) (newRec *GreyEntry
 	case GreyFirstPass:
 		res.Delayed = now.Sub(e.FirstSeen)
 	}
-	if res.Pass() && p.AutoWhitelist > 0 {
+	count := func(cl *ClientEntry, key string) *ClientEntry {
 		var c ClientEntry
 		if cl == nil {
-			c = ClientEntry{Client: req.Client, Count: 1, LastCount: now}
+			c = ClientEntry{Client: key, Count: 1, LastCount: now}
 			if res.Outcome != GreyFirstPass {
 				c.Count, c.LastCount = 0, time.Time{}
 			}
@@ -173,13 +209,25 @@ func decide(rec *GreyEntry, cl *ClientEntry, req GreyRequest) (newRec *GreyEntry
 			}
 		}
 		c.LastSeen, c.Expires = now, now.Add(p.Expiry)
-		newCl = &c
-		res.ClientCount = c.Count
-	} else if cl != nil {
-		res.ClientCount = cl.Count
+		return &c
+	}
+	if res.Pass() && p.AutoWhitelist > 0 {
+		newCl = count(cl, req.Client)
+		res.ClientCount = newCl.Count
+		if nk := req.networkKey(); nk != "" {
+			newNCl = count(ncl, nk)
+			res.ClientCount = max(res.ClientCount, newNCl.Count)
+		}
+	} else {
+		if cl != nil {
+			res.ClientCount = cl.Count
+		}
+		if ncl != nil {
+			res.ClientCount = max(res.ClientCount, ncl.Count)
+		}
 	}
 	res.Entry = e
-	return &e, newCl, res
+	return &e, newCl, newNCl, res
 }
 
 // finishResult fills Wait and Delayed from an entry, for backends that compute the state elsewhere.

@@ -18,7 +18,8 @@ import (
 //	grey:t:ID         hash of one triplet, native expiry (pending: window; passed: expiry)
 //	grey:c:CLIENT     hash of one client key's auto-whitelist count, native expiry
 type Redis struct {
-	rdb    *redis.Client
+	rdb    *redis.Client // everything else: idempotent, one retry
+	script *redis.Client // the greylisting decision: never resent
 	prefix string
 }
 
@@ -28,17 +29,22 @@ func OpenRedis(cfg Config) *Redis {
 	if timeout <= 0 {
 		timeout = 2 * time.Second
 	}
-	rdb := redis.NewClient(&redis.Options{
-		Addr:         cfg.RedisAddr,
-		Password:     cfg.RedisPassword,
-		DB:           cfg.RedisDB,
-		DialTimeout:  timeout,
-		ReadTimeout:  timeout,
-		WriteTimeout: timeout,
-		MaxRetries:   1,
-		PoolSize:     32,
-	})
-	return &Redis{rdb: rdb, prefix: cfg.RedisPrefix}
+	opts := func(retries int) *redis.Options {
+		return &redis.Options{
+			Addr:         cfg.RedisAddr,
+			Password:     cfg.RedisPassword,
+			DB:           cfg.RedisDB,
+			DialTimeout:  timeout,
+			ReadTimeout:  timeout,
+			WriteTimeout: timeout,
+			MaxRetries:   retries,
+			PoolSize:     32,
+		}
+	}
+	// Reads and idempotent writes may be resent once (after a stale pooled connection, say). The greylisting
+	// script may not: after a read timeout or a dropped connection it may have run on the server already,
+	// and running it twice would count an attempt or a pass twice. -1 turns go-redis's retries off.
+	return &Redis{rdb: redis.NewClient(opts(1)), script: redis.NewClient(opts(-1)), prefix: cfg.RedisPrefix}
 }
 
 // Backend returns "redis".
@@ -53,7 +59,7 @@ func (r *Redis) Ping(ctx context.Context) error {
 }
 
 // Close closes the connection pool.
-func (r *Redis) Close() error { return r.rdb.Close() }
+func (r *Redis) Close() error { return errors.Join(r.rdb.Close(), r.script.Close()) }
 
 func (r *Redis) kvKey(k string) string          { return r.prefix + "kv:" + k }
 func (r *Redis) tripletKey(id string) string    { return r.prefix + "grey:t:" + id }
@@ -119,25 +125,38 @@ func (r *Redis) Keys(ctx context.Context, prefix string) ([]string, error) {
 // given by the caller; native expiries are set relative (PEXPIRE), so that a caller's clock that differs from
 // the server's does not expire keys early.
 //
-// KEYS[1] triplet hash, KEYS[2] client hash.
-// ARGV: now delay window expiry awl_n awl_interval readonly id client sender rcpt ip helo
+// KEYS[1] triplet hash, KEYS[2] client hash, KEYS[3] network hash (ignored when ARGV[14] is empty).
+// ARGV: now delay window expiry awl_n awl_interval readonly id client sender rcpt ip helo network
 // Returns {outcome, state, first_seen, last_seen, passed_at, attempts, passes, expires, client_count}.
 var greylistScript = redis.NewScript(`
 local now = tonumber(ARGV[1])
 local delay, window, expiry = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local awln, awlint, ro = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7] == "1"
+local hasnet = ARGV[14] ~= ''
 
-local c = redis.call('HMGET', KEYS[2], 'count', 'last_count', 'expires')
-local ccount, clast, cexp = tonumber(c[1]), tonumber(c[2]), tonumber(c[3])
-local clive = ccount ~= nil and cexp ~= nil and now < cexp
-if not clive then ccount = nil end
+local function client(key)
+  local c = redis.call('HMGET', key, 'count', 'last_count', 'expires')
+  local count, last, exp = tonumber(c[1]), tonumber(c[2]), tonumber(c[3])
+  if count ~= nil and exp ~= nil and now < exp then return {count, last} end
+  return nil
+end
+local cl = client(KEYS[2])
+local ncl = nil
+if hasnet then ncl = client(KEYS[3]) end
 
-if awln > 0 and clive and ccount >= awln then
-  if not ro then
-    redis.call('HSET', KEYS[2], 'last_seen', now, 'expires', now + expiry)
-    redis.call('PEXPIRE', KEYS[2], expiry)
+local function listed(c) return awln > 0 and c ~= nil and c[1] >= awln end
+if listed(cl) or listed(ncl) then
+  local best = 0
+  for i, c in ipairs({{KEYS[2], cl}, {KEYS[3], ncl}}) do
+    if c[2] ~= nil then
+      if c[2][1] > best then best = c[2][1] end
+      if not ro then
+        redis.call('HSET', c[1], 'last_seen', now, 'expires', now + expiry)
+        redis.call('PEXPIRE', c[1], expiry)
+      end
+    end
   end
-  return {'whitelisted', '', 0, 0, 0, 0, 0, 0, ccount}
+  return {'whitelisted', '', 0, 0, 0, 0, 0, 0, best}
 end
 
 local t = redis.call('HMGET', KEYS[1], 'state', 'first_seen', 'passed_at', 'attempts', 'passes', 'expires')
@@ -162,16 +181,29 @@ else
   outcome = 'known'
 end
 
+local best = 0
+if cl ~= nil then best = cl[1] end
+if ncl ~= nil and ncl[1] > best then best = ncl[1] end
 local pass = outcome == 'passed' or outcome == 'known'
 if pass and awln > 0 then
-  if not clive then
-    if outcome == 'passed' then ccount, clast = 1, now else ccount, clast = 0, 0 end
-  elseif outcome == 'passed' and now >= clast + awlint then
-    ccount, clast = ccount + 1, now
+  local function count(key, name, c)
+    local ccount, clast
+    if c == nil then
+      if outcome == 'passed' then ccount, clast = 1, now else ccount, clast = 0, 0 end
+    else
+      ccount, clast = c[1], c[2]
+      if outcome == 'passed' and now >= clast + awlint then ccount, clast = ccount + 1, now end
+    end
+    if not ro then
+      redis.call('HSET', key, 'client', name, 'count', ccount, 'last_count', clast, 'last_seen', now, 'expires', now + expiry)
+      redis.call('PEXPIRE', key, expiry)
+    end
+    return ccount
   end
-  if not ro then
-    redis.call('HSET', KEYS[2], 'client', ARGV[9], 'count', ccount, 'last_count', clast, 'last_seen', now, 'expires', now + expiry)
-    redis.call('PEXPIRE', KEYS[2], expiry)
+  best = count(KEYS[2], ARGV[9], cl)
+  if hasnet then
+    local n = count(KEYS[3], ARGV[14], ncl)
+    if n > best then best = n end
   end
 end
 
@@ -181,7 +213,7 @@ if not ro then
     'passed_at', passed, 'attempts', attempts, 'passes', passes, 'expires', exp)
   redis.call('PEXPIRE', KEYS[1], exp - now)
 end
-return {outcome, state, first, now, passed, attempts, passes, exp, ccount or 0}
+return {outcome, state, first, now, passed, attempts, passes, exp, best}
 `)
 
 // releaseScript makes a live pending triplet passed. KEYS[1] triplet; ARGV: now expiry. Returns 1 or 0.
@@ -203,9 +235,17 @@ func (r *Redis) Greylist(ctx context.Context, req GreyRequest) (GreyResult, erro
 		ro = "1"
 	}
 	now := req.Now.UnixMilli()
-	vals, err := greylistScript.Run(ctx, r.rdb, []string{r.tripletKey(id), r.clientKey(req.Client)},
+	nk := req.networkKey()
+	// The network key is always declared (Redis Cluster routes by declared keys); without one it repeats the
+	// client key and the script ignores it.
+	netKey := r.clientKey(req.Client)
+	if nk != "" {
+		netKey = r.clientKey(nk)
+	}
+	vals, err := greylistScript.Run(ctx, r.script, []string{r.tripletKey(id), r.clientKey(req.Client), netKey},
 		now, p.Delay.Milliseconds(), p.Window.Milliseconds(), p.Expiry.Milliseconds(), p.AutoWhitelist,
-		p.AutoWhitelistInterval.Milliseconds(), ro, id, req.Client, req.Sender, req.Rcpt, req.IP, req.Helo).Slice()
+		p.AutoWhitelistInterval.Milliseconds(), ro, id, req.Client, req.Sender, req.Rcpt, req.IP, req.Helo,
+		nk).Slice()
 	if err != nil {
 		return GreyResult{}, fmt.Errorf("store: greylist: %w", err)
 	}
@@ -259,7 +299,12 @@ func (r *Redis) GreyEntry(ctx context.Context, id string, now time.Time) (GreyEn
 
 // GreyEntries implements Store by scanning the triplet keys.
 func (r *Redis) GreyEntries(ctx context.Context, now time.Time, fn func(GreyEntry) bool) error {
-	it := r.rdb.Scan(ctx, 0, r.tripletPattern(), 1000).Iterator()
+	return r.greyScan(ctx, r.tripletPattern(), now, fn)
+}
+
+// greyScan calls fn for every live triplet whose key matches the SCAN pattern.
+func (r *Redis) greyScan(ctx context.Context, pattern string, now time.Time, fn func(GreyEntry) bool) error {
+	it := r.rdb.Scan(ctx, 0, pattern, 1000).Iterator()
 	var keys []string
 	flush := func() (bool, error) {
 		if len(keys) == 0 {
@@ -310,9 +355,34 @@ func (r *Redis) GreyEntries(ctx context.Context, now time.Time, fn func(GreyEntr
 	return nil
 }
 
+// GreyList implements Store. Redis has no secondary index: it scans the triplet keys (only those with the ID
+// prefix, by SCAN MATCH), keeps the matching entries, and sorts them.
+func (r *Redis) GreyList(ctx context.Context, now time.Time, q GreyQuery) ([]GreyEntry, error) {
+	var out []GreyEntry
+	err := r.greyScan(ctx, escapeGlob(r.tripletKey(q.IDPrefix))+"*", now, func(e GreyEntry) bool {
+		if q.match(e) {
+			out = append(out, e)
+		}
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].FirstSeen.Equal(out[j].FirstSeen) {
+			return out[i].FirstSeen.Before(out[j].FirstSeen)
+		}
+		return out[i].ID < out[j].ID
+	})
+	if q.Limit > 0 && len(out) > q.Limit {
+		out = out[:q.Limit]
+	}
+	return out, nil
+}
+
 // GreyRelease implements Store.
 func (r *Redis) GreyRelease(ctx context.Context, id string, now time.Time, expiry time.Duration) error {
-	n, err := releaseScript.Run(ctx, r.rdb, []string{r.tripletKey(id)}, now.UnixMilli(), expiry.Milliseconds()).Int()
+	n, err := releaseScript.Run(ctx, r.script, []string{r.tripletKey(id)}, now.UnixMilli(), expiry.Milliseconds()).Int()
 	if err != nil {
 		return fmt.Errorf("store: greylist release: %w", err)
 	}

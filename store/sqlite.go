@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -55,6 +57,23 @@ CREATE INDEX IF NOT EXISTS kv_expires ON kv(expires) WHERE expires > 0;
 // OpenSQLite opens (creating if needed) the database at path in WAL mode. With full, every commit is synced
 // to disk (survives power loss); otherwise commits survive a crash of the process but not of the machine.
 func OpenSQLite(ctx context.Context, path string, full bool) (*SQLite, error) {
+	return openSQLiteDB(ctx, path, full, true)
+}
+
+// OpenSQLiteExisting opens the database at path like OpenSQLite, but never creates it (SQLite mode=rw); for
+// command-line tools, which must not leave an empty database wherever they are run. Errors name the
+// absolute path.
+func OpenSQLiteExisting(ctx context.Context, path string, full bool) (*SQLite, error) {
+	if abs, err := filepath.Abs(path); err == nil {
+		path = abs
+	}
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("store: open %s: %w (moat serve creates the database; check [store] path)", path, err)
+	}
+	return openSQLiteDB(ctx, path, full, false)
+}
+
+func openSQLiteDB(ctx context.Context, path string, full, create bool) (*SQLite, error) {
 	sync := "NORMAL"
 	if full {
 		sync = "FULL"
@@ -65,6 +84,9 @@ func OpenSQLite(ctx context.Context, path string, full bool) (*SQLite, error) {
 	q.Add("_pragma", "synchronous("+sync+")")
 	q.Add("_pragma", "foreign_keys(OFF)")
 	q.Set("_txlock", "immediate")
+	if !create {
+		q.Set("mode", "rw")
+	}
 	dsn := "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
@@ -224,6 +246,19 @@ func getClient(ctx context.Context, q querier, client string) (*ClientEntry, err
 	return &c, nil
 }
 
+// getClients reads the auto-whitelist records of the request's client key and network key (nil when absent).
+func getClients(ctx context.Context, q querier, req GreyRequest) (cl, ncl *ClientEntry, err error) {
+	if cl, err = getClient(ctx, q, req.Client); err != nil {
+		return nil, nil, err
+	}
+	if nk := req.networkKey(); nk != "" {
+		if ncl, err = getClient(ctx, q, nk); err != nil {
+			return nil, nil, err
+		}
+	}
+	return cl, ncl, nil
+}
+
 // Greylist implements Store: one IMMEDIATE transaction reads the triplet and client rows, decides, and
 // upserts what changed, so concurrent decisions on one triplet are serialised.
 func (s *SQLite) Greylist(ctx context.Context, req GreyRequest) (GreyResult, error) {
@@ -233,11 +268,11 @@ func (s *SQLite) Greylist(ctx context.Context, req GreyRequest) (GreyResult, err
 		if err != nil {
 			return GreyResult{}, fmt.Errorf("store: greylist: %w", err)
 		}
-		cl, err := getClient(ctx, s.db, req.Client)
+		cl, ncl, err := getClients(ctx, s.db, req)
 		if err != nil {
 			return GreyResult{}, fmt.Errorf("store: greylist: %w", err)
 		}
-		_, _, res := decide(rec, cl, req)
+		_, _, _, res := decide(rec, cl, ncl, req)
 		return res, nil
 	}
 	tx, err := s.db.BeginTx(ctx, nil)
@@ -249,13 +284,13 @@ func (s *SQLite) Greylist(ctx context.Context, req GreyRequest) (GreyResult, err
 	if err != nil {
 		return GreyResult{}, fmt.Errorf("store: greylist: %w", err)
 	}
-	var cl *ClientEntry
+	var cl, ncl *ClientEntry
 	if req.Params.AutoWhitelist > 0 {
-		if cl, err = getClient(ctx, tx, req.Client); err != nil {
+		if cl, ncl, err = getClients(ctx, tx, req); err != nil {
 			return GreyResult{}, fmt.Errorf("store: greylist: %w", err)
 		}
 	}
-	newRec, newCl, res := decide(rec, cl, req)
+	newRec, newCl, newNCl, res := decide(rec, cl, ncl, req)
 	if newRec != nil {
 		e := newRec
 		_, err = tx.ExecContext(ctx, `INSERT INTO greylist (`+greyColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -268,8 +303,10 @@ func (s *SQLite) Greylist(ctx context.Context, req GreyRequest) (GreyResult, err
 			return GreyResult{}, fmt.Errorf("store: greylist: %w", err)
 		}
 	}
-	if newCl != nil {
-		c := newCl
+	for _, c := range []*ClientEntry{newCl, newNCl} {
+		if c == nil {
+			continue
+		}
 		_, err = tx.ExecContext(ctx, `INSERT INTO greylist_clients (client, count, last_count, last_seen, expires)
 			VALUES (?, ?, ?, ?, ?) ON CONFLICT(client) DO UPDATE SET count = excluded.count,
 			last_count = excluded.last_count, last_seen = excluded.last_seen, expires = excluded.expires`,
@@ -323,6 +360,55 @@ func (s *SQLite) GreyEntries(ctx context.Context, now time.Time, fn func(GreyEnt
 		}
 	}
 	return nil
+}
+
+// GreyList implements Store: the filters, the order and the limit are SQL, so that only the rows printed
+// are read into memory; an ID prefix is a range on the primary key.
+func (s *SQLite) GreyList(ctx context.Context, now time.Time, q GreyQuery) ([]GreyEntry, error) {
+	where := []string{"expires > ?"}
+	args := []any{ms(now)}
+	if q.IDPrefix != "" {
+		// IDs are lower-case hexadecimal: every ID with the prefix sorts in [prefix, prefix+"g").
+		where = append(where, "id >= ? AND id < ?")
+		args = append(args, q.IDPrefix, q.IDPrefix+"g")
+	}
+	if q.State != "" {
+		where = append(where, "state = ?")
+		args = append(args, string(q.State))
+	}
+	for _, f := range []struct{ col, sub string }{{"client", q.Client}, {"sender", q.Sender}, {"rcpt", q.Rcpt}} {
+		if f.sub != "" {
+			where = append(where, f.col+` LIKE ? ESCAPE '\'`)
+			args = append(args, "%"+escapeLike(f.sub)+"%")
+		}
+	}
+	query := "SELECT " + greyColumns + " FROM greylist WHERE " + strings.Join(where, " AND ") + " ORDER BY first_seen, id"
+	if q.Limit > 0 {
+		query += " LIMIT ?"
+		args = append(args, q.Limit)
+	}
+	rows, err := s.db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("store: greylist list: %w", err)
+	}
+	defer rows.Close()
+	var out []GreyEntry
+	for rows.Next() {
+		e, err := scanEntry(rows)
+		if err != nil {
+			return nil, fmt.Errorf("store: greylist list: %w", err)
+		}
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: greylist list: %w", err)
+	}
+	return out, nil
+}
+
+// escapeLike quotes the LIKE wildcards of s for ESCAPE '\'.
+func escapeLike(s string) string {
+	return strings.NewReplacer(`\`, `\\`, "%", `\%`, "_", `\_`).Replace(s)
 }
 
 // GreyRelease implements Store.

@@ -13,7 +13,8 @@
 // triplet greylisted by one instance passes on another after the delay, and auto-whitelisting is shared.
 // Every decision is one Lua script (atomic on the server) and every key carries its native expiry, so Redis
 // needs no purge. go-redis reconnects on its own after a connection loss; until then, operations return
-// errors and the caller applies its policy (greylisting accepts by default).
+// errors and the caller applies its policy (greylisting accepts by default). A server that refuses the
+// connection's set-up (wrong password, missing database) is a configuration error instead.
 //
 // # Configuration
 //
@@ -21,12 +22,13 @@
 //
 //	[store]
 //	backend = "sqlite"           # or "redis"
-//	path = "moat.db"             # SQLite file, relative to the working directory
+//	path = "moat.db"             # SQLite file, relative to the directory of the configuration file
 //	sqlite_synchronous = "normal" # or "full": survive power loss, not only a crash of moat
 //	purge_interval = "10m"       # SQLite: how often expired rows are deleted
 //	redis_addr = "127.0.0.1:6379"
 //	redis_password = ""
-//	redis_db = 0
+//	redis_db = 0                 # 0 to redis_databases-1
+//	redis_databases = 16         # the server's "databases" setting, for checking redis_db
 //	redis_prefix = "moat:"
 //	redis_timeout = "2s"
 //
@@ -42,10 +44,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/moatmail/moat/config"
 	"github.com/moatmail/moat/policy"
+	"github.com/redis/go-redis/v9"
 )
 
 func init() {
@@ -73,6 +77,9 @@ type Store interface {
 	GreyEntry(ctx context.Context, id string, now time.Time) (GreyEntry, error)
 	// GreyEntries calls fn for every live greylist entry (in no particular order) until fn returns false.
 	GreyEntries(ctx context.Context, now time.Time, fn func(GreyEntry) bool) error
+	// GreyList returns the live greylist entries that match q, oldest first (by first attempt), at most
+	// q.Limit of them. SQLite filters, sorts and limits in SQL; Redis has no secondary index and scans.
+	GreyList(ctx context.Context, now time.Time, q GreyQuery) ([]GreyEntry, error)
 	// GreyRelease lets a pending triplet pass now: it becomes passed and expires after expiry without
 	// traffic. The next message of the triplet is delivered (with its real delay in the header).
 	GreyRelease(ctx context.Context, id string, now time.Time, expiry time.Duration) error
@@ -87,6 +94,38 @@ type Store interface {
 	Close() error
 }
 
+// GreyQuery selects greylist entries for GreyList; zero fields match everything.
+type GreyQuery struct {
+	State    GreyState // pending or passed
+	Client   string    // substring of the client key, case-insensitive (ASCII)
+	Sender   string    // substring of the sender, case-insensitive (ASCII)
+	Rcpt     string    // substring of the recipient, case-insensitive (ASCII)
+	IDPrefix string    // prefix of the ID (lower-case hexadecimal)
+	Limit    int       // at most this many entries; 0: all
+}
+
+// match reports whether e is selected by q (for backends that filter outside the database).
+func (q GreyQuery) match(e GreyEntry) bool {
+	return (q.State == "" || e.State == q.State) && containsFoldASCII(e.Client, q.Client) &&
+		containsFoldASCII(e.Sender, q.Sender) && containsFoldASCII(e.Rcpt, q.Rcpt) &&
+		strings.HasPrefix(e.ID, q.IDPrefix)
+}
+
+// containsFoldASCII is strings.Contains ignoring ASCII case, as SQLite's LIKE does.
+func containsFoldASCII(s, sub string) bool {
+	return sub == "" || strings.Contains(asciiLower(s), asciiLower(sub))
+}
+
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c >= 'A' && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
+}
+
 // Config is the [store] table.
 type Config struct {
 	Backend       string          `toml:"backend"`
@@ -96,11 +135,13 @@ type Config struct {
 	RedisAddr     string          `toml:"redis_addr"`
 	RedisPassword string          `toml:"redis_password"`
 	RedisDB       int             `toml:"redis_db"`
+	RedisDBs      int             `toml:"redis_databases"`
 	RedisPrefix   string          `toml:"redis_prefix"`
 	RedisTimeout  config.Duration `toml:"redis_timeout"`
 }
 
-// DefaultConfig is the configuration used when [store] is absent: SQLite in moat.db in the working directory.
+// DefaultConfig is the configuration used when [store] is absent: SQLite in moat.db next to the
+// configuration file.
 func DefaultConfig() Config {
 	return Config{
 		Backend:       "sqlite",
@@ -108,12 +149,15 @@ func DefaultConfig() Config {
 		Synchronous:   "normal",
 		PurgeInterval: config.Duration(10 * time.Minute),
 		RedisAddr:     "127.0.0.1:6379",
+		RedisDBs:      16,
 		RedisPrefix:   "moat:",
 		RedisTimeout:  config.Duration(2 * time.Second),
 	}
 }
 
-// Decode reads and validates the [store] table of f; errors name the file, line and key.
+// Decode reads and validates the [store] table of f; errors name the file, line and key. Path is returned as
+// written; a relative path means relative to the directory of the configuration file (see Resolve), so that
+// every command (serve, scan, check-config, greylist) uses the same database wherever it is started.
 func Decode(f *config.File) (Config, error) {
 	sec := f.Section("store")
 	cfg := DefaultConfig()
@@ -125,7 +169,7 @@ func Decode(f *config.File) (Config, error) {
 		if cfg.Path == "" {
 			return cfg, sec.Errorf("path", "must not be empty")
 		}
-		if err := checkWritableDir(filepath.Dir(cfg.Path)); err != nil {
+		if err := checkWritableDir(filepath.Dir(f.Abs(cfg.Path))); err != nil {
 			return cfg, sec.Errorf("path", "%v", err)
 		}
 		if cfg.Synchronous != "normal" && cfg.Synchronous != "full" {
@@ -135,8 +179,15 @@ func Decode(f *config.File) (Config, error) {
 		if cfg.RedisAddr == "" {
 			return cfg, sec.Errorf("redis_addr", "must not be empty")
 		}
+		if cfg.RedisDBs < 1 {
+			return cfg, sec.Errorf("redis_databases", "must be positive")
+		}
 		if cfg.RedisDB < 0 {
 			return cfg, sec.Errorf("redis_db", "must not be negative")
+		}
+		if cfg.RedisDB >= cfg.RedisDBs {
+			return cfg, sec.Errorf("redis_db", "must be between 0 and %d (redis_databases = %d, the server's \"databases\")",
+				cfg.RedisDBs-1, cfg.RedisDBs)
 		}
 		if cfg.RedisTimeout <= 0 {
 			return cfg, sec.Errorf("redis_timeout", "must be positive")
@@ -148,6 +199,16 @@ func Decode(f *config.File) (Config, error) {
 		return cfg, sec.Errorf("purge_interval", "must not be negative")
 	}
 	return cfg, nil
+}
+
+// Resolve decodes the [store] table of f (see Decode) and makes a relative SQLite path absolute, relative to
+// the directory of the configuration file.
+func Resolve(f *config.File) (Config, error) {
+	cfg, err := Decode(f)
+	if err == nil && cfg.Path != "" {
+		cfg.Path = f.Abs(cfg.Path)
+	}
+	return cfg, err
 }
 
 // checkWritableDir makes sure the database directory exists and that moat may create files in it (SQLite
@@ -182,20 +243,62 @@ func Open(ctx context.Context, cfg Config) (Store, error) {
 	return nil, fmt.Errorf("store: unknown backend %q", cfg.Backend)
 }
 
-// Load decodes the [store] table of f and opens the store; for command-line tools.
+// Load decodes the [store] table of f and opens the store; for command-line tools. It never creates an
+// SQLite database (a mistyped path must not leave an empty database behind): the error names the absolute
+// path. A Redis store must answer; a reply error (wrong password, bad database) is reported at its key.
 func Load(ctx context.Context, f *config.File) (Store, error) {
-	cfg, err := Decode(f)
+	cfg, err := Resolve(f)
 	if err != nil {
 		return nil, err
 	}
-	return Open(ctx, cfg)
+	switch cfg.Backend {
+	case "sqlite", "":
+		return OpenSQLiteExisting(ctx, cfg.Path, cfg.Synchronous == "full")
+	}
+	st, err := Open(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if rs, ok := st.(*Redis); ok {
+		pctx, cancel := context.WithTimeout(ctx, cfg.RedisTimeout.D())
+		err := rs.Ping(pctx)
+		cancel()
+		if err != nil {
+			st.Close()
+			if key := redisErrorKey(err); key != "" {
+				return nil, f.Section("store").Errorf(key, "%v", err)
+			}
+			return nil, err
+		}
+	}
+	return st, nil
+}
+
+// redisErrorKey returns the configuration key a reply error of the Redis server points at, or "" when the
+// error is not one that configuration can fix: a network error, or a transient reply such as "LOADING" or
+// "BUSY" (the server is starting or running a long script; go-redis will be retried). A wrong password or
+// user is redis_password, a database the server does not have is redis_db.
+func redisErrorKey(err error) string {
+	var re redis.Error
+	if !errors.As(err, &re) || errors.Is(err, redis.Nil) {
+		return ""
+	}
+	msg := strings.ToUpper(err.Error())
+	switch {
+	case strings.Contains(msg, "WRONGPASS"), strings.Contains(msg, "NOAUTH"), strings.Contains(msg, "INVALID PASSWORD"),
+		strings.Contains(msg, "INVALID USERNAME"), strings.Contains(msg, "AUTH"):
+		return "redis_password"
+	case strings.Contains(msg, "DB INDEX"), strings.Contains(msg, "INVALID DB"):
+		return "redis_db"
+	}
+	return ""
 }
 
 // FromEnv returns the configuration's store, opened once per configuration and shared by every check that
 // asks; it closes when the configuration is retired. For SQLite it also starts the purge timer.
 func FromEnv(env *policy.Env) (Store, error) {
 	v, err := env.Shared("store", func() (any, error) {
-		cfg, err := Decode(env.Config)
+		cfg, err := Resolve(env.Config)
 		if err != nil {
 			return nil, err
 		}
@@ -209,10 +312,19 @@ func FromEnv(env *policy.Env) (Store, error) {
 		}
 		if rs, ok := st.(*Redis); ok {
 			ctx, cancel := context.WithTimeout(context.Background(), cfg.RedisTimeout.D())
-			if err := rs.Ping(ctx); err != nil {
+			err := rs.Ping(ctx)
+			cancel()
+			// A server that is down or unreachable may come back (go-redis reconnects), so moat starts and
+			// greylisting applies on_error meanwhile. A server that answers with an error (WRONGPASS, "DB
+			// index is out of range") will answer the same to every decision: that is a configuration error,
+			// and starting anyway would silently turn greylisting off.
+			if key := redisErrorKey(err); key != "" {
+				st.Close()
+				return nil, env.Config.Section("store").Errorf(key, "redis refuses the connection: %v", err)
+			}
+			if err != nil {
 				env.Logger.Warn("store: redis does not answer yet; it will be retried", "addr", cfg.RedisAddr, "err", err)
 			}
-			cancel()
 		}
 		stop := func() {}
 		if st.Backend() == "sqlite" && cfg.PurgeInterval > 0 {

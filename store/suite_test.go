@@ -45,6 +45,7 @@ func expectOutcome(t *testing.T, st Store, r GreyRequest, want GreyOutcome) Grey
 }
 
 func runSuite(t *testing.T, open func(t *testing.T) Store) {
+	runSuiteReview(t, open)
 	t.Run("KV", func(t *testing.T) {
 		st := open(t)
 		ctx := context.Background()

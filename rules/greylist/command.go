@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -22,7 +21,7 @@ const Usage = `usage: moat greylist list [-state pending|passed] [-client S] [-f
        moat greylist release ID
        moat greylist purge
 
-list     lists live entries, oldest first; -client, -from and -to match substrings (case-insensitive)
+list     lists live entries, oldest first; -client, -from and -to match substrings (ASCII case-insensitive)
 show     shows one entry (ID or a unique prefix of at least 4 characters) and its client's auto-whitelist count
 release  lets a pending entry pass now: the sender's next retry is delivered
 purge    deletes expired entries (SQLite; Redis expires entries itself)`
@@ -80,22 +79,10 @@ func Command(ctx context.Context, f *config.File, args []string, stdout io.Write
 
 	switch sub {
 	case "list":
-		filter := func(e store.GreyEntry) bool {
-			return (*state == "" || string(e.State) == *state) &&
-				containsFold(e.Client, *client) && containsFold(e.Sender, *from) && containsFold(e.Rcpt, *to)
-		}
-		var list []store.GreyEntry
-		if err := st.GreyEntries(ctx, now, func(e store.GreyEntry) bool {
-			if filter(e) {
-				list = append(list, e)
-			}
-			return true
-		}); err != nil {
+		list, err := st.GreyList(ctx, now, store.GreyQuery{State: store.GreyState(*state), Client: *client,
+			Sender: *from, Rcpt: *to, Limit: *limit})
+		if err != nil {
 			return err
-		}
-		sort.Slice(list, func(i, j int) bool { return list[i].FirstSeen.Before(list[j].FirstSeen) })
-		if *limit > 0 && len(list) > *limit {
-			list = list[:*limit]
 		}
 		return printList(stdout, list, *asJSON)
 	case "show":
@@ -143,10 +130,6 @@ func Command(ctx context.Context, f *config.File, args []string, stdout io.Write
 	}
 }
 
-func containsFold(s, sub string) bool {
-	return sub == "" || strings.Contains(strings.ToLower(s), strings.ToLower(sub))
-}
-
 // resolve finds an entry by its ID or a unique prefix of it.
 func resolve(ctx context.Context, st store.Store, id string, now time.Time) (store.GreyEntry, error) {
 	id = strings.ToLower(strings.TrimSpace(id))
@@ -160,13 +143,12 @@ func resolve(ctx context.Context, st store.Store, id string, now time.Time) (sto
 	if len(id) < 4 {
 		return store.GreyEntry{}, fmt.Errorf("%w: an ID prefix needs at least 4 characters", ErrUsage)
 	}
-	var found []store.GreyEntry
-	err := st.GreyEntries(ctx, now, func(e store.GreyEntry) bool {
-		if strings.HasPrefix(e.ID, id) {
-			found = append(found, e)
-		}
-		return len(found) < 2
-	})
+	if strings.Trim(id, "0123456789abcdef") != "" || len(id) > 32 {
+		return store.GreyEntry{}, fmt.Errorf("%w: an ID is hexadecimal, at most 32 digits", ErrUsage)
+	}
+	// Two are enough to tell a unique prefix from an ambiguous one; SQLite reads them by a range on the
+	// primary key.
+	found, err := st.GreyList(ctx, now, store.GreyQuery{IDPrefix: id, Limit: 2})
 	switch {
 	case err != nil:
 		return store.GreyEntry{}, err

@@ -16,7 +16,8 @@
 // A retry at least delay (5m) after the first attempt and within window (2d) passes and is recorded; a passed
 // triplet is forgotten after expiry (35d) without traffic. A client key that passed auto_whitelist (5)
 // triplets, counting at most one pass per auto_whitelist_interval (1h), is no longer greylisted until it is
-// quiet for expiry.
+// quiet for expiry. Both the network and the "spf:" key are checked and counted, so a network that earned
+// its place is not greylisted again when its next sender passes SPF.
 //
 // # Skipped
 //
@@ -30,25 +31,30 @@
 //
 // Decisions go to the state store ([store]): SQLite by default, Redis to share greylisting between MX hosts.
 // When the store fails, on_error decides: "accept" (default; the message goes through and the error is
-// logged, since a tempfail storm would delay all mail) or "tempfail".
+// logged, since a tempfail storm would delay all mail) or "tempfail". After a failure the store is left
+// alone for a few seconds (a circuit breaker), so a hung Redis does not hold up every RCPT.
 //
 // A message that passes after a delay gets "X-Greylist: delayed N seconds by moat-VERSION; DATE", after
-// milter-greylist's header, once per message. `moat scan` (session fact "moat/dry-state" = "yes") computes
-// the decision without changing the stored state.
+// milter-greylist's header, once per message; never in dry run, where nothing was delayed. `moat scan`
+// (session fact "moat/dry-state" = "yes") computes the decision without changing the stored state.
 package greylist
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
+	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/moatmail/moat/config"
 	"github.com/moatmail/moat/policy"
 	"github.com/moatmail/moat/store"
+	"golang.org/x/net/idna"
 )
 
 // Name is the check's name.
@@ -152,13 +158,82 @@ func DecodeConfig(sec *config.Section) (Config, error) {
 	case cfg.Text == "" || strings.ContainsAny(cfg.Text, "\r\n"):
 		return cfg, sec.Errorf("text", "must be one non-empty line")
 	}
-	for d, dc := range cfg.Domains {
-		if dc.Delay != nil && (*dc.Delay <= 0 || *dc.Delay >= cfg.Window) {
-			return cfg, sec.Errorf("domains", "%s: delay must be positive and shorter than window", d)
+	// Keys in file order (then by name), so that two spellings of one domain are reported at the second.
+	domains := sec.Sub("domains")
+	keys := make([]string, 0, len(cfg.Domains))
+	for d := range cfg.Domains {
+		keys = append(keys, d)
+	}
+	lineOf := func(d string) int { return sec.File().LineOf(domains.Path() + "." + d) }
+	sort.Slice(keys, func(i, j int) bool {
+		if li, lj := lineOf(keys[i]), lineOf(keys[j]); li != lj {
+			return li < lj
 		}
+		return keys[i] < keys[j]
+	})
+	norm := make(map[string]DomainConfig, len(cfg.Domains))
+	spelled := map[string]string{}
+	for _, d := range keys {
+		dc := cfg.Domains[d]
+		n, err := normalizeDomainKey(d)
+		if err != nil {
+			return cfg, domains.Errorf(d, "%v", err)
+		}
+		if prev, ok := spelled[n]; ok {
+			return cfg, domains.Errorf(d, "same domain as %q", prev)
+		}
+		spelled[n] = d
+		if dc.Delay != nil && (*dc.Delay <= 0 || *dc.Delay >= cfg.Window) {
+			return cfg, domains.Sub(d).Errorf("delay", "must be positive and shorter than window (%v)", cfg.Window)
+		}
+		norm[n] = dc
+	}
+	if cfg.Domains != nil {
+		cfg.Domains = norm
 	}
 	return cfg, nil
 }
+
+// normalizeDomainKey validates a key of [checks.greylist.domains] and returns it in the form recipient
+// domains are compared in: lower-case ASCII (A-labels for internationalised names), no trailing dot. A key
+// covers the domain and its subdomains, so wildcards are refused rather than silently never matching.
+func normalizeDomainKey(d string) (string, error) {
+	if strings.Contains(d, "*") {
+		return "", fmt.Errorf("%q: wildcards are not supported (a domain covers its subdomains already)", d)
+	}
+	a, err := idna.Lookup.ToASCII(strings.TrimSuffix(d, "."))
+	if err != nil || !validDomain(a) {
+		return "", fmt.Errorf("%q is not a domain name", d)
+	}
+	return policy.NormalizeDomain(a), nil
+}
+
+// validDomain reports whether d is a host name (RFC 1123 section 2.1: letters, digits and hyphens, labels of
+// 1 to 63 characters that do not start or end with a hyphen, 253 characters at most).
+func validDomain(d string) bool {
+	if d == "" || len(d) > 253 {
+		return false
+	}
+	for _, l := range strings.Split(d, ".") {
+		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(l); i++ {
+			c := l[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// storeBackoff is how long the check leaves the store alone after it failed: while Redis hangs, each RCPT
+// would otherwise wait redis_timeout, holding up every SMTP session.
+const storeBackoff = 5 * time.Second
+
+// errStoreBackoff is the error of a decision not asked of the store because it failed recently.
+var errStoreBackoff = errors.New("greylist: store skipped after a recent failure")
 
 // Check is the greylisting check.
 type Check struct {
@@ -166,6 +241,10 @@ type Check struct {
 	st  store.Store
 	log *slog.Logger
 	now func() time.Time
+
+	mu        sync.Mutex
+	downUntil time.Time // the store is not asked before this time (circuit breaker)
+	down      bool      // the store failed and has not answered since (logged once)
 }
 
 func setup(sec *config.Section, env *policy.Env) (policy.Check, error) {
@@ -190,6 +269,9 @@ func New(cfg Config, st store.Store, log *slog.Logger, now func() time.Time) *Ch
 	}
 	norm := make(map[string]DomainConfig, len(cfg.Domains))
 	for d, dc := range cfg.Domains {
+		if n, err := normalizeDomainKey(d); err == nil {
+			d = n
+		}
 		norm[policy.NormalizeDomain(d)] = dc
 	}
 	cfg.Domains = norm
@@ -214,6 +296,10 @@ func (c *Check) params(delay time.Duration) store.GreyParams {
 // domain returns the effective settings for a recipient domain: the closest configured parent wins.
 func (c *Check) domain(d string) (enabled, suspiciousOnly bool, delay time.Duration) {
 	enabled, suspiciousOnly, delay = true, c.cfg.SuspiciousOnly, c.cfg.Delay.D()
+	d = policy.NormalizeDomain(d)
+	if a, err := idna.Lookup.ToASCII(d); err == nil {
+		d = strings.ToLower(a)
+	}
 	for d != "" {
 		if dc, ok := c.cfg.Domains[d]; ok {
 			if dc.Enabled != nil {
@@ -274,13 +360,16 @@ func (c *Check) Rcpt(ctx context.Context, s *policy.Session, r *policy.Recipient
 			Sender: NormalizeSender(s.From, s.Helo),
 			Rcpt:   strings.ToLower(r.Addr.String()),
 		},
+		// Auto-whitelisting also looks at the network when the client key is the SPF domain, so a network
+		// that earned its place stays white-listed when a new sender of it passes SPF.
+		Network:  ClientKey(s.ClientIP, c.cfg.IPv4Prefix, c.cfg.IPv6Prefix, ""),
 		IP:       s.ClientIP.String(),
 		Helo:     cleanHelo(s.Helo),
 		Now:      c.now(),
 		Params:   c.params(delay),
 		ReadOnly: s.Get("moat/dry-state") == "yes",
 	}
-	res, err := c.st.Greylist(ctx, req)
+	res, err := c.decide(ctx, req)
 	detail := fmt.Sprintf("client=%s sender=%s rcpt=%s id=%s", req.Client, req.Sender, req.Rcpt, req.ID())
 	if req.ReadOnly {
 		detail += " read-only"
@@ -312,7 +401,12 @@ func (c *Check) Rcpt(ctx context.Context, s *policy.Session, r *policy.Recipient
 	case store.GreyFirstPass:
 		f := policy.Finding{Status: policy.StatusPass, Reason: ReasonPassed,
 			Detail: fmt.Sprintf("%s delayed=%ds", detail, int(res.Delayed.Seconds()))}
-		if c.cfg.Header && !headerAdded(s, r) {
+		switch {
+		case policy.InDryRun(ctx):
+			// In dry run nothing was held up: the first attempt was let through, and this "retry" is just a
+			// later message of the triplet. A header claiming a delay would be false.
+			f.Detail += " dry-run: no " + HeaderName
+		case c.cfg.Header && !headerAdded(s, r):
 			f.AddHeaders = []policy.Header{{Name: HeaderName, Value: HeaderValue(res.Delayed, req.Now)}}
 		}
 		return []policy.Finding{f}
@@ -322,6 +416,38 @@ func (c *Check) Rcpt(ctx context.Context, s *policy.Session, r *policy.Recipient
 	default:
 		return []policy.Finding{{Status: policy.StatusPass, Reason: ReasonKnown, Detail: detail}}
 	}
+}
+
+// decide asks the store for a decision, through a circuit breaker: after a failure the store is left alone
+// for storeBackoff (the error is logged once, and once more when the store answers again), so that a hung
+// Redis costs one redis_timeout every few seconds instead of one per recipient.
+func (c *Check) decide(ctx context.Context, req store.GreyRequest) (store.GreyResult, error) {
+	c.mu.Lock()
+	until := c.downUntil
+	c.mu.Unlock()
+	if req.Now.Before(until) {
+		return store.GreyResult{}, fmt.Errorf("%w (until %s)", errStoreBackoff, until.UTC().Format(time.RFC3339))
+	}
+	res, err := c.st.Greylist(ctx, req)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case err == nil:
+		if c.down {
+			c.down = false
+			c.log.Info("greylist: the store answers again")
+		}
+	case ctx.Err() != nil:
+		// The session went away (client disconnected, milter timeout): not the store's fault.
+	default:
+		c.downUntil = req.Now.Add(storeBackoff)
+		if !c.down {
+			c.down = true
+			c.log.Warn("greylist: the store failed; not asking it again for a while, on_error applies meanwhile",
+				"backoff", storeBackoff, "on_error", c.cfg.OnError, "err", err)
+		}
+	}
+	return res, err
 }
 
 // HeaderValue is the value of X-Greylist (with its leading space), after milter-greylist's

@@ -19,8 +19,11 @@ import (
 //     "SRS1=HHH=forwarder==HHH=TT=domain=local@forwarder2" too;
 //   - "+extension": sub-addressing and the VERP of Mailman, SendGrid, Mailgun and Google Groups;
 //   - a VERP-encoded recipient "…-user=example.com" (ezmlm, Mailchimp): cut at the separator before it;
-//   - per-message numbers and identifiers: a token (between "-", ".", "_", "=") that is all digits, or has a
-//     digit and is a long or hexadecimal identifier, becomes "#" (bounce-1234-5678 → bounce-#-#).
+//   - per-message numbers and identifiers: a token after a separator ("-", ".", "_", "=") that is all digits,
+//     or a hexadecimal identifier of 8 or more characters with a digit, becomes "#" (bounce-1234-5678 →
+//     bounce-#-#). The first token is who sends and is kept (john2024@ and mary1999@ differ, and so do the
+//     numeric addresses of qq.com), unless the whole local part is one machine identifier (see maskIDs);
+//     a token with other letters is a name, not an identifier (smith1985, team.q4).
 func NormalizeSender(from policy.Address, helo string) string {
 	if from.Null() {
 		return "<>@" + strings.ToLower(strings.TrimSuffix(cleanHelo(helo), "."))
@@ -125,54 +128,78 @@ func unwrapSRS(local string) (string, string, bool) {
 	return parts[3], parts[2], true
 }
 
-// maskIDs replaces per-message numbers and identifiers with '#'.
+// maskIDs replaces per-message numbers and identifiers with '#'. The first token is the sender's name and is
+// kept (john2024@, 12345678@qq.com), unless the whole local part is one machine identifier: a long
+// hexadecimal group followed only by hexadecimal or numeric groups (Amazon SES's
+// 0100018c2f1d3e4b-5f6a7b8c-1d2e-…-000000), which is new for every message.
 func maskIDs(local string) string {
+	toks, seps := splitTokens(local)
+	whole := len(toks) > 1 && isLongHex(toks[0])
+	for _, t := range toks[1:] {
+		if !isNumeric(t) && !isHexID(t, 1) {
+			whole = false
+		}
+	}
 	var b strings.Builder
-	start := 0
-	flush := func(end int) {
-		tok := local[start:end]
-		if isID(tok) {
+	for i, t := range toks {
+		if i > 0 {
+			b.WriteByte(seps[i-1])
+		}
+		if whole || (i > 0 && (isNumeric(t) || isLongHex(t))) {
 			b.WriteByte('#')
 		} else {
-			b.WriteString(tok)
+			b.WriteString(t)
 		}
 	}
-	for i := 0; i < len(local); i++ {
-		if strings.IndexByte("-._=", local[i]) >= 0 {
-			flush(i)
-			b.WriteByte(local[i])
-			start = i + 1
-		}
-	}
-	flush(len(local))
 	return b.String()
 }
 
-func isID(tok string) bool {
+// splitTokens splits a local part at "-", ".", "_" and "=": n tokens and the n-1 separators between them.
+func splitTokens(local string) (toks []string, seps []byte) {
+	start := 0
+	for i := 0; i < len(local); i++ {
+		if strings.IndexByte("-._=", local[i]) >= 0 {
+			toks = append(toks, local[start:i])
+			seps = append(seps, local[i])
+			start = i + 1
+		}
+	}
+	return append(toks, local[start:]), seps
+}
+
+// isNumeric reports whether tok is all digits (a counter, a timestamp).
+func isNumeric(tok string) bool {
 	if tok == "" {
 		return false
 	}
-	digits, hex := 0, true
+	for i := 0; i < len(tok); i++ {
+		if tok[i] < '0' || tok[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// isLongHex reports whether tok is a hexadecimal identifier of 8 characters or more with a digit in it (a
+// word such as "deadbeef" or "facade" is not one).
+func isLongHex(tok string) bool { return isHexID(tok, 8) }
+
+func isHexID(tok string, minLen int) bool {
+	if len(tok) < minLen {
+		return false
+	}
+	digit := false
 	for i := 0; i < len(tok); i++ {
 		c := tok[i]
 		switch {
 		case c >= '0' && c <= '9':
-			digits++
+			digit = true
 		case c >= 'a' && c <= 'f':
 		default:
-			hex = false
+			return false
 		}
 	}
-	switch {
-	case digits == 0:
-		return false
-	case digits == len(tok):
-		return true
-	case len(tok) >= 8:
-		return true
-	default:
-		return hex && len(tok) >= 4
-	}
+	return digit
 }
 
 // ClientKey returns the client part of the triplet: the client's network (IPv4 /v4 bits, IPv6 /v6 bits), or,
