@@ -100,10 +100,15 @@ func (m *session) Connect(host, family string, port uint16, addr string, mod gom
 	s := m.s
 	s.ClientName = host
 	s.ClientPort = port
-	if family == "tcp4" || family == "tcp6" {
+	switch family {
+	case "tcp4", "tcp6":
 		if ip, perr := netip.ParseAddr(addr); perr == nil {
 			s.ClientIP = ip.Unmap()
 		}
+	case "unknown":
+		// No network client at all: the MTA's own local submission (Sendmail -bs, SMFIA_UNKNOWN). A unix-socket
+		// client is not vouched for and gets nothing.
+		s.Set(policy.FactLocalSubmission, "yes")
 	}
 	s.ClientPTR = mod.Get("{client_ptr}")
 	s.Daemon = mod.Get("{daemon_name}")

@@ -45,6 +45,11 @@ type Session struct {
 	streams  []streamEntry
 }
 
+// FactLocalSubmission is the connection fact ("yes") the milter sets when the MTA says the session has no
+// network client at all (Sendmail's local submission, family "unknown"). A session merely lacking a client
+// IP is not vouched for.
+const FactLocalSubmission = "client/local"
+
 // TLSInfo holds the MTA's TLS macros.
 type TLSInfo struct {
 	Version     string // {tls_version}; empty without TLS

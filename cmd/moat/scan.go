@@ -72,7 +72,7 @@ func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 type scanInput struct {
 	IP, Helo, From, Auth string
 	Rcpts                []string
-	TLS                  bool
+	TLS, Local           bool
 	UpdateState          bool
 	Message              io.Reader
 }
@@ -83,12 +83,13 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 	path := configFlag(fs)
 	in := scanInput{}
 	var rcpts listFlag
-	fs.StringVar(&in.IP, "ip", "127.0.0.1", "client IP address (mind that access checks may trust loopback: give the real client's)")
+	fs.StringVar(&in.IP, "ip", "127.0.0.1", "client IP address (access checks may trust loopback: give the real client's; \"\" means no IP and an untrusted session)")
 	fs.StringVar(&in.Helo, "helo", "localhost", "HELO name")
 	fs.StringVar(&in.From, "from", "", "envelope sender (default: the message's From address; \"<>\" for the null sender)")
 	fs.Var(&rcpts, "rcpt", "envelope recipient (repeat for several; default: the message's To addresses)")
 	fs.StringVar(&in.Auth, "auth", "", "SMTP AUTH user name (the client authenticated as this user)")
 	fs.BoolVar(&in.TLS, "tls", false, "the client used TLS")
+	fs.BoolVar(&in.Local, "local", false, "judge it as a local submission (no network client; overrides --ip)")
 	fs.BoolVar(&in.UpdateState, "update-state", false, "let stateful checks (greylisting) record this transaction")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -146,6 +147,10 @@ func scan(ctx context.Context, eng *policy.Engine, in scanInput) (*scanReport, e
 	s := policy.NewSession()
 	if !in.UpdateState {
 		s.Set("moat/dry-state", "yes")
+	}
+	if in.Local {
+		in.IP = ""
+		s.Set(policy.FactLocalSubmission, "yes")
 	}
 	if in.IP != "" {
 		ip, err := netip.ParseAddr(in.IP)

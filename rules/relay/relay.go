@@ -66,7 +66,7 @@ const FactTrusted = "relay/trusted"
 // FactLocalSubmission is the connection fact that says the session is a local submission (no network client):
 // set to "yes" by the milter when the MTA reports one, and by moat scan when asked to play one. Without it a
 // session without a client IP is not a local submission.
-const FactLocalSubmission = "client/local"
+const FactLocalSubmission = policy.FactLocalSubmission
 
 // Reply texts and reasons.
 const (
