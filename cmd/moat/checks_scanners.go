@@ -24,8 +24,10 @@ func runLearn(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	path := configFlag(fs)
 	timeout := fs.Duration("timeout", 30*time.Second, "deadline for each message")
+	user := fs.String("user", "", "spamd User whose Bayes database learns (default: [checks.spamd] user; \"\" for none)")
+	rcptDomain := fs.String("rcpt-domain", "", "learn for mail to this domain: the User that user_per_domain sends for it")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: moat learn [-c moat.toml] [-timeout 30s] spam|ham|forget MESSAGE.eml...")
+		fmt.Fprintln(stderr, "usage: moat learn [-c moat.toml] [-timeout 30s] [-user NAME | -rcpt-domain DOMAIN] spam|ham|forget MESSAGE.eml...")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -49,6 +51,12 @@ func runLearn(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintln(stderr, "moat: "+err.Error())
 		return 1
+	}
+	userSet := false
+	fs.Visit(func(fl *flag.Flag) { userSet = userSet || fl.Name == "user" })
+	if cfg.User, err = spamd.LearnUser(cfg, *user, userSet, *rcptDomain); err != nil {
+		fmt.Fprintln(stderr, "moat: "+err.Error())
+		return 2
 	}
 	status := 0
 	for _, file := range fs.Args()[1:] {

@@ -13,7 +13,7 @@
 // # Servers
 //
 // Several servers can be configured; a scan goes to a healthy one and fails over to the next when a server
-// cannot be reached or does not answer in attempt_timeout. Servers that failed are pinged (zPING) every
+// cannot be reached or does not answer in attempt_timeout (by default its share of the time left). Servers that failed are pinged (zPING) every
 // health_interval and come back when they answer PONG.
 //
 // # Decisions
@@ -22,7 +22,10 @@
 // discard; the signature name is logged in the finding's detail. clamd unreachable, silent past the
 // deadline, or answering an error: on_failure = "tempfail" (default, fail closed: "451 4.7.1") or "accept"
 // (fail open, with "X-Virus-Scanned: unscanned"). Messages above max_size are not sent (clamd would refuse
-// them past its StreamMaxLength) and get "X-Virus-Scanned: moat (clamd) skipped: too large". White-listed
+// them past its StreamMaxLength) and get "X-Virus-Scanned: moat (clamd) skipped: too large"; so do messages
+// that clamd refuses with "INSTREAM size limit exceeded" (max_size set above StreamMaxLength), with a
+// warning in the log: a retry would be refused the same, so a tempfail would only delay the message until
+// the sender gives up. White-listed
 // senders are still scanned: this is a KindVirus check. No bounce or notice ever goes to the sender.
 package clamd
 
@@ -30,6 +33,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/moatmail/moat/config"
@@ -73,8 +77,8 @@ type Config struct {
 	OnFailure string `toml:"on_failure"`
 	// ConnectTimeout bounds each connection attempt (default 2s).
 	ConnectTimeout config.Duration `toml:"connect_timeout"`
-	// AttemptTimeout bounds one scan on one server before the next is tried (default: none; the check's
-	// timeout bounds the scan as a whole).
+	// AttemptTimeout bounds one scan on one server before the next is tried (default: with several
+	// servers, the time left of the check's timeout shared equally among the servers left to try).
 	AttemptTimeout config.Duration `toml:"attempt_timeout"`
 	// HealthInterval is how often servers marked down are pinged (default 10s).
 	HealthInterval config.Duration `toml:"health_interval"`
@@ -89,6 +93,7 @@ type Check struct {
 	maxSize   int64
 	servers   []servers.Server
 	closePool func() error
+	log       *slog.Logger
 }
 
 func setup(sec *config.Section, env *policy.Env) (policy.Check, error) {
@@ -102,7 +107,14 @@ func setup(sec *config.Section, env *policy.Env) (policy.Check, error) {
 	if err := sec.Decode(&cfg); err != nil {
 		return nil, err
 	}
-	return New(sec, cfg)
+	c, err := New(sec, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if env != nil && env.Logger != nil {
+		c.log = env.Logger
+	}
+	return c, nil
 }
 
 // New builds the check from a decoded configuration; sec locates errors (it may be nil in tests).
@@ -113,7 +125,7 @@ func New(sec *config.Section, cfg Config) (*Check, error) {
 		}
 		return sec.Errorf(key, format, args...)
 	}
-	c := &Check{cfg: cfg, maxSize: int64(cfg.MaxSize)}
+	c := &Check{cfg: cfg, maxSize: int64(cfg.MaxSize), log: slog.Default()}
 	if len(cfg.Servers) == 0 {
 		return nil, errorf("servers", "at least one clamd server is required (e.g. \"unix:/run/clamav/clamd.ctl\")")
 	}
@@ -121,6 +133,9 @@ func New(sec *config.Section, cfg Config) (*Check, error) {
 		srv, err := servers.Parse(s)
 		if err != nil {
 			return nil, errorf(fmt.Sprintf("servers[%d]", i), "%v", err)
+		}
+		if sec != nil && srv.Network == "unix" {
+			srv.Addr = sec.File().Abs(srv.Addr) // relative to the configuration file
 		}
 		c.servers = append(c.servers, srv)
 	}
@@ -185,6 +200,19 @@ func (c *Check) Scan(ctx context.Context, s *policy.Session, m policy.Message) [
 	}
 	start := time.Now()
 	res, srv, err := c.pool.Scan(ctx, m.Open)
+	if errors.Is(err, ErrSizeLimit) {
+		// clamd's StreamMaxLength is below max_size: every retry would be refused the same, so a tempfail
+		// would hold the message until the sender gives up. Treat it as too large, and tell the admin.
+		c.log.Warn("clamd: message refused as above clamd's StreamMaxLength, accepted unscanned; "+
+			"set max_size at or below StreamMaxLength (clamd.conf)",
+			"server", srv.String(), "size", size, "max_size", c.maxSize, "err", err)
+		return []policy.Finding{{
+			Status: policy.StatusSkipped, Reason: ReasonTooLarge, Err: err, // clamd's words in the summary line
+			Detail: fmt.Sprintf("message of %d bytes is above clamd's StreamMaxLength (%s), below max_size %d: not scanned",
+				size, srv, c.maxSize),
+			AddHeaders: []policy.Header{{Name: HeaderName, Value: headerScanned + " skipped: too large"}},
+		}}
+	}
 	if err != nil {
 		return []policy.Finding{c.failure(err, time.Since(start))}
 	}

@@ -1,11 +1,14 @@
 package clamd
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/moatmail/moat/config"
 	"github.com/moatmail/moat/policy"
@@ -62,7 +65,8 @@ func TestCheckDecisions(t *testing.T) {
 	found := startFake(t, "stream: Eicar-Test-Signature FOUND")
 	clean := startFake(t, "stream: OK")
 	silent := startFake(t, "", silentFake)
-	clamdErr := startFake(t, "INSTREAM size limit exceeded. ERROR")
+	clamdErr := startFake(t, "stream: Can't allocate memory ERROR")
+	sizeLimit := startFake(t, "stream: OK", func(f *fakeClamd) { f.limit = 10 })
 
 	tests := []struct {
 		name       string
@@ -83,6 +87,7 @@ func TestCheckDecisions(t *testing.T) {
 		{name: "clamd error fails closed", server: clamdErr, wantAction: policy.ActTempfail, wantReply: "451 4.7.1"},
 		{name: "clamd error fails open", server: clamdErr, extra: `on_failure = "accept"`, wantAction: policy.ActAccept, wantHeader: " unscanned (clamd error)"},
 		{name: "too large skipped", server: found, extra: `max_size = "10"`, wantAction: policy.ActAccept, wantHeader: " moat (clamd) skipped: too large"},
+		{name: "clamd's size limit skipped as too large", server: sizeLimit, wantAction: policy.ActAccept, wantHeader: " moat (clamd) skipped: too large"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -110,6 +115,61 @@ func TestCheckDecisions(t *testing.T) {
 	}
 }
 
+// clamd refusing a message as above its StreamMaxLength (max_size set too high) must not tempfail it
+// forever: it is skipped as too large, with a warning in the log.
+func TestSizeLimitSkippedWithWarning(t *testing.T) {
+	f := startFake(t, "stream: OK", func(f *fakeClamd) { f.limit = 100 })
+	c, err := New(nil, Config{Servers: []string{f.srv.String()}, MaxSize: 1 << 20, OnVirus: "reject",
+		OnFailure: "tempfail", ConnectTimeout: config.Duration(time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var logged bytes.Buffer
+	c.log = slog.New(slog.NewTextHandler(&logged, nil))
+	msg := policytest.Msg(bytes.Repeat([]byte("x"), 1000))
+	fs := c.Scan(context.Background(), policy.NewSession(), msg)
+	if len(fs) != 1 || fs[0].Verdict != policy.None || fs[0].Status != policy.StatusSkipped || fs[0].Reason != ReasonTooLarge ||
+		!strings.Contains(fs[0].Detail, "StreamMaxLength") {
+		t.Fatalf("findings %+v, want a too-large skip", fs)
+	}
+	if len(fs[0].AddHeaders) != 1 || fs[0].AddHeaders[0].Value != headerScanned+" skipped: too large" {
+		t.Fatalf("headers %+v", fs[0].AddHeaders)
+	}
+	if log := logged.String(); !strings.Contains(log, "level=WARN") || !strings.Contains(log, "StreamMaxLength") ||
+		!strings.Contains(log, "max_size=1048576") {
+		t.Fatalf("log = %q, want a warning naming StreamMaxLength and max_size", log)
+	}
+}
+
+// The reviewer's case: servers = [silent, healthy] with the default configuration (no attempt_timeout) must
+// scan with the healthy one instead of answering 451 at the deadline.
+func TestSilentFirstServerFailsOver(t *testing.T) {
+	silent := startFake(t, "", silentFake)
+	clean := startFake(t, "stream: OK")
+	conf := fmt.Sprintf("[checks.clamd]\nservers = [%q, %q]\ntimeout = \"2s\"\n", silent.srv.String(), clean.srv.String())
+	out, _ := runEngine(t, conf, []byte("Subject: test\r\n\r\nbody\r\n"))
+	if got := policytest.AddedHeaders(out, HeaderName); out.Action != policy.ActAccept || len(got) != 1 || got[0] != headerScanned {
+		t.Fatalf("action %v %s, X-Virus-Scanned %q; want scanned clean by the healthy server", out.Action, out.Reply, got)
+	}
+}
+
+// A relative socket path is relative to the configuration file, not to the working directory.
+func TestRelativeSocketPath(t *testing.T) {
+	f, err := config.Parse("/etc/moat/moat.toml", []byte("[checks.clamd]\nservers = [\"unix:run/clamd.ctl\"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := setup(f.Section("checks."+Name), policy.NewEnv(f, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.(*Check).Close()
+	if got := c.(*Check).servers[0].Addr; got != "/etc/moat/run/clamd.ctl" {
+		t.Fatalf("socket = %q, want /etc/moat/run/clamd.ctl", got)
+	}
+}
+
 func TestSetupErrors(t *testing.T) {
 	tests := []struct {
 		conf string
@@ -117,6 +177,7 @@ func TestSetupErrors(t *testing.T) {
 	}{
 		{"[checks.clamd]\n", "moat.toml:1: checks.clamd.servers: at least one clamd server"},
 		{"[checks.clamd]\nservers = [\"nowhere\"]\n", "moat.toml:2: checks.clamd.servers[0]"},
+		{"[checks.clamd]\nservers = [\"tcp:127.0.0.1:99999\"]\n", "moat.toml:2: checks.clamd.servers[0]: port \"99999\""},
 		{"[checks.clamd]\nservers = [\"/s\"]\non_virus = \"bounce\"\n", "moat.toml:3: checks.clamd.on_virus"},
 		{"[checks.clamd]\nservers = [\"/s\"]\non_failure = \"maybe\"\n", "moat.toml:3: checks.clamd.on_failure"},
 		{"[checks.clamd]\nservers = [\"/s\"]\nmax_size = \"lots\"\n", "moat.toml:3: checks.clamd.max_size: invalid size"},

@@ -21,6 +21,9 @@ var (
 	ErrUnavailable = errors.New("clamd: server unavailable")
 	// ErrClamd: clamd answered with an error of its own ("INSTREAM size limit exceeded", a database error).
 	ErrClamd = errors.New("clamd: error reply")
+	// ErrSizeLimit: clamd refused the stream as longer than its StreamMaxLength ("INSTREAM size limit
+	// exceeded"). Such an error also wraps ErrClamd.
+	ErrSizeLimit = errors.New("above clamd's StreamMaxLength")
 	// ErrProtocol: the reply was not one clamd sends.
 	ErrProtocol = errors.New("clamd: malformed reply")
 )
@@ -160,7 +163,7 @@ func readReply(r io.Reader) (string, error) {
 //	stream: Can't allocate memory ERROR
 //
 // A session id prefix ("1: ") is accepted. An ERROR reply gives an error wrapping ErrClamd that keeps
-// clamd's text; anything else gives ErrProtocol.
+// clamd's text, and also ErrSizeLimit for the size limit; anything else gives ErrProtocol.
 func ParseReply(reply string) (Result, error) {
 	s := strings.TrimRight(reply, "\r\n\x00")
 	if i := strings.Index(s, ": "); i > 0 && isDigits(s[:i]) {
@@ -170,6 +173,9 @@ func ParseReply(reply string) (Result, error) {
 		text := strings.TrimSpace(strings.TrimSuffix(strings.TrimPrefix(s, "stream:"), "ERROR"))
 		if text == "" {
 			text = "unspecified error"
+		}
+		if strings.Contains(strings.ToLower(text), "size limit exceeded") {
+			return Result{}, fmt.Errorf("%w: %s (%w)", ErrClamd, servers.Printable(text), ErrSizeLimit)
 		}
 		return Result{}, fmt.Errorf("%w: %s", ErrClamd, servers.Printable(text))
 	}

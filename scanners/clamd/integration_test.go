@@ -187,7 +187,8 @@ func TestRealClamdLargeMessageBoundedMemory(t *testing.T) {
 }
 
 // With clamd's StreamMaxLength below the message size and moat's max_size above it, clamd's own error text
-// reaches the log and the fail policy applies.
+// reaches the log and the message is skipped as too large: a tempfail would be refused the same on every
+// retry, until the sender bounces it.
 func TestRealClamdSizeLimitError(t *testing.T) {
 	c := stack.StartClamd(t, stack.ClamdOptions{StreamMaxLength: "1M"})
 	check, err := New(nil, Config{Servers: []string{"unix:" + c.Socket}, MaxSize: 25 << 20,
@@ -200,9 +201,33 @@ func TestRealClamdSizeLimitError(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	fs := check.Scan(ctx, policy.NewSession(), policytest.Msg(msg))
-	if len(fs) != 1 || fs[0].Verdict != policy.Tempfail || fs[0].Err == nil ||
+	if len(fs) != 1 || fs[0].Verdict != policy.None || fs[0].Reason != ReasonTooLarge || fs[0].Err == nil ||
 		!strings.Contains(fs[0].Err.Error(), "size limit exceeded") {
 		t.Fatalf("findings: %+v", fs)
 	}
 	t.Logf("clamd said: %v", fs[0].Err)
+}
+
+// The reviewer's case with a real clamd: a silent server first, the default configuration (no
+// attempt_timeout) and a 4 s deadline. The real clamd must get the scan (EICAR found) and stay up.
+func TestRealClamdFailoverFromSilentServer(t *testing.T) {
+	c := stack.StartClamd(t, stack.ClamdOptions{})
+	silent := startFake(t, "", silentFake)
+	check, err := New(nil, Config{Servers: []string{silent.srv.String(), "unix:" + c.Socket}, MaxSize: 25 << 20,
+		OnVirus: "reject", OnFailure: "tempfail", ConnectTimeout: config.Duration(2 * time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer check.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+	defer cancel()
+	msg := []byte("Subject: eicar\r\n\r\n" + stack.EICAR + "\r\n")
+	fs := check.Scan(ctx, policy.NewSession(), policytest.Msg(msg))
+	if len(fs) != 1 || fs[0].Status != StatusFound || fs[0].Verdict != policy.Reject {
+		t.Fatalf("findings %+v, want EICAR found by the real clamd", fs)
+	}
+	down := check.Pool().Down()
+	if _, ok := down[silent.srv.String()]; !ok || len(down) != 1 {
+		t.Fatalf("down = %v, want only the silent server", down)
+	}
 }

@@ -4,16 +4,23 @@
 // # Addresses
 //
 // A server is "unix:/path" or "tcp:host:port"; an absolute path is a unix socket, "host:port" and
-// "inet:host:port" are TCP.
+// "inet:host:port" are TCP. The host must be given and the port is a number from 1 to 65535 (service names
+// are not looked up).
 //
 // # Failover
 //
-// A [Pool] sends each request to the first server that is not marked down, in a rotating order so that the
-// load spreads, and moves on to the next when the attempt fails with the caller's "unavailable" error (the
-// server could not be reached, or broke or timed out); any other error is final, since every server would
-// answer the same. A server that failed is marked down and tried only after all the others, as a last
-// resort. It is up again when a request on it succeeds, when [Pool.MarkUp] is called (clamd pings the servers
-// that are down), or, with RetryAfter, once that time has passed (spamd).
+// A [Pool] sends each request to the first server that is not marked down, in a rotating order so that the load
+// spreads, and moves on to the next when the attempt fails with the caller's "unavailable" error (the server
+// could not be reached, or broke or timed out, or said it cannot serve now); any other error is final, since
+// every server would answer the same. Each attempt is bounded by the caller's AttemptTimeout; when there is none
+// (0) and the caller's context has a deadline, an attempt on one of k servers still to be tried gets a k-th of
+// the time left, so that a server that accepts connections and never answers cannot use up the whole deadline:
+// with a 30 s timeout and two servers, the first gets 15 s, the second the rest (more when the first failed
+// fast). The servers marked down do not count while servers that are up remain to be tried: the last server up
+// gets all the time left, and the down ones only what it leaves. A server that failed within its own attempt is
+// marked down (one cut off by the caller's deadline is not: that says nothing about the server) and tried only
+// after all the others, as a last resort. It is up again when a request on it succeeds, when [Pool.MarkUp] is
+// called (clamd pings the servers that are down), or, with RetryAfter, once that time has passed (spamd).
 package servers
 
 import (
@@ -22,6 +29,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -51,8 +59,15 @@ func Parse(s string) (Server, error) {
 		_, a, _ := strings.Cut(s, ":")
 		s = a
 	}
-	if _, _, err := net.SplitHostPort(s); err != nil {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
 		return Server{}, fmt.Errorf("want unix:/path or tcp:host:port, got %q", s)
+	}
+	if host == "" {
+		return Server{}, fmt.Errorf("no host in %q (write 127.0.0.1:PORT for this machine)", s)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 || port[0] == '0' || port[0] == '+' {
+		return Server{}, fmt.Errorf("port %q in %q is not a number from 1 to 65535", port, s)
 	}
 	return Server{"tcp", s}, nil
 }
@@ -203,8 +218,11 @@ func (p *Pool) markDown(m *member, err error) {
 
 // Try runs attempt on the servers of p in turn, as the package comment says, until one succeeds or fails
 // with an error that is not p's unavailable error; it returns that attempt's value, server and error. Each
-// attempt gets ctx, bounded by AttemptTimeout. When every server was unavailable (or ctx ended first), Try
-// returns the zero value, no server, and an error wrapping the unavailable error.
+// attempt gets ctx, bounded by AttemptTimeout; without one, when ctx has a deadline and more than one server
+// is left to try, an attempt gets an equal share of the time left (see the package comment). A server is
+// marked down only when it failed within its own attempt: not when ctx (the caller's deadline) ended, since
+// that says nothing about the server. When every server was unavailable (or ctx ended first), Try returns
+// the zero value, no server, and an error wrapping the unavailable error.
 func Try[T any](ctx context.Context, p *Pool, attempt func(ctx context.Context, srv Server) (T, error)) (T, Server, error) {
 	var zero T
 	unavailable := p.opts.Unavailable
@@ -225,11 +243,17 @@ func Try[T any](ctx context.Context, p *Pool, attempt func(ctx context.Context, 
 		}
 	}
 	var errs []error
-	for _, m := range append(up, down...) {
-		if ctx.Err() != nil {
+	order := append(up, down...)
+	for i, m := range order {
+		if ended(ctx) {
 			break
 		}
-		v, err := tryOne(ctx, p.opts.AttemptTimeout, m.srv, attempt)
+		// The servers that are up share the time; the down ones, a last resort, get what is left after them.
+		left := len(up) - i
+		if i >= len(up) {
+			left = len(order) - i
+		}
+		v, err := tryOne(ctx, attemptTimeout(ctx, p.opts.AttemptTimeout, left), m.srv, attempt)
 		if err == nil {
 			p.markUp(m)
 			return v, m.srv, nil
@@ -237,13 +261,45 @@ func Try[T any](ctx context.Context, p *Pool, attempt func(ctx context.Context, 
 		if !errors.Is(err, unavailable) {
 			return v, m.srv, err
 		}
-		p.markDown(m, err)
 		errs = append(errs, err)
+		if ended(ctx) {
+			// The caller's deadline ran out during this attempt: the server may be healthy.
+			break
+		}
+		p.markDown(m, err)
 	}
 	if len(errs) == 0 {
 		return zero, Server{}, fmt.Errorf("%w: %w", unavailable, ctx.Err())
 	}
 	return zero, Server{}, errors.Join(errs...)
+}
+
+// ended reports whether ctx is done or its deadline has passed (a connection's deadline, which is the
+// context's, can fire a moment before the context's own timer).
+func ended(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	dl, ok := ctx.Deadline()
+	return ok && !time.Now().Before(dl)
+}
+
+// attemptTimeout is the bound of one attempt when left servers (this one included) remain to be tried:
+// the configured one, or else, with a deadline on ctx and more than one server left, the time left shared
+// equally among them, so that a silent server cannot use up the time of the healthy ones after it.
+func attemptTimeout(ctx context.Context, configured time.Duration, left int) time.Duration {
+	if configured > 0 || left <= 1 {
+		return configured
+	}
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return 0
+	}
+	share := time.Until(dl) / time.Duration(left)
+	if share <= 0 {
+		return 0
+	}
+	return share
 }
 
 func tryOne[T any](ctx context.Context, timeout time.Duration, srv Server, attempt func(context.Context, Server) (T, error)) (T, error) {

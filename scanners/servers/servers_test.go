@@ -23,6 +23,16 @@ func TestParse(t *testing.T) {
 		{"unix:", Server{}, true},
 		{"tcp:nohost", Server{}, true},
 		{"clamd", Server{}, true},
+		{"tcp:[::1]:783", Server{"tcp", "[::1]:783"}, false},
+		{"tcp:127.0.0.1:99999", Server{}, true},
+		{"tcp:127.0.0.1:65536", Server{}, true},
+		{"tcp:127.0.0.1:0", Server{}, true},
+		{"tcp:127.0.0.1:-1", Server{}, true},
+		{"tcp:127.0.0.1:+783", Server{}, true},
+		{"tcp:127.0.0.1:0783", Server{}, true},
+		{"tcp:127.0.0.1:spamd", Server{}, true},
+		{"tcp::783", Server{}, true},
+		{"tcp:localhost:65535", Server{"tcp", "localhost:65535"}, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.in, func(t *testing.T) {
@@ -111,6 +121,94 @@ func TestTryAttemptTimeout(t *testing.T) {
 	})
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v, want the attempt's deadline", err)
+	}
+}
+
+// silent is an attempt on a server that accepts the request and never answers: it returns when its
+// context ends, with the unavailable error as the clients do.
+func silent(ctx context.Context, _ Server) (string, error) {
+	<-ctx.Done()
+	return "", fmt.Errorf("%w: %w", errDown, ctx.Err())
+}
+
+// Without attempt_timeout, a silent first server must not use up the caller's whole deadline: the next one
+// gets its share, answers, and is not marked down.
+func TestTryDefaultAttemptShare(t *testing.T) {
+	quiet, ok := Server{Network: "unix", Addr: "/silent.sock"}, Server{Network: "unix", Addr: "/ok.sock"}
+	p := NewPool([]Server{quiet, ok}, Options{Unavailable: errDown})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	v, srv, err := Try(ctx, p, func(ctx context.Context, srv Server) (string, error) {
+		if srv == quiet {
+			return silent(ctx, srv)
+		}
+		return "scanned", nil
+	})
+	if err != nil || srv != ok || v != "scanned" {
+		t.Fatalf("Try = %q from %v, %v; want the healthy server's answer", v, srv, err)
+	}
+	if _, isDown := p.Down()[quiet.String()]; !isDown || len(p.Down()) != 1 {
+		t.Fatalf("down = %v, want only the silent server", p.Down())
+	}
+}
+
+// A server marked down does not take a share from the servers that are up: the only server up gets the
+// whole deadline.
+func TestTryDownServerTakesNoShare(t *testing.T) {
+	bad, good := Server{Network: "unix", Addr: "/bad.sock"}, Server{Network: "unix", Addr: "/good.sock"}
+	p := NewPool([]Server{bad, good}, Options{Unavailable: errDown})
+	p.markDown(p.members[0], errDown)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	want, _ := ctx.Deadline()
+	var got time.Time
+	_, srv, err := Try(ctx, p, func(ctx context.Context, srv Server) (string, error) {
+		got, _ = ctx.Deadline()
+		return "ok", nil
+	})
+	if err != nil || srv != good || !got.Equal(want) {
+		t.Fatalf("Try by %v, %v: attempt deadline %v, want the caller's %v", srv, err, got, want)
+	}
+}
+
+func TestAttemptTimeoutShare(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+	defer cancel()
+	if got := attemptTimeout(ctx, 0, 2); got <= 3*time.Second || got > 4*time.Second {
+		t.Errorf("two servers left of 8s: %v, want about 4s", got)
+	}
+	if got := attemptTimeout(ctx, 0, 1); got != 0 {
+		t.Errorf("last server: %v, want 0 (all the time left)", got)
+	}
+	if got := attemptTimeout(ctx, time.Second, 3); got != time.Second {
+		t.Errorf("configured: %v, want 1s", got)
+	}
+	if got := attemptTimeout(context.Background(), 0, 3); got != 0 {
+		t.Errorf("no deadline: %v, want 0", got)
+	}
+}
+
+// A server cut off by the caller's deadline is not marked down: the deadline says nothing about it.
+func TestTryCallerDeadlineDoesNotMarkDown(t *testing.T) {
+	a, b := Server{Network: "unix", Addr: "/a.sock"}, Server{Network: "unix", Addr: "/b.sock"}
+	single := NewPool([]Server{a}, Options{Unavailable: errDown})
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, _, err := Try(ctx, single, silent); !errors.Is(err, errDown) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want unavailable after the deadline", err)
+	}
+	if len(single.Down()) != 0 {
+		t.Fatalf("the caller's deadline marked the server down: %v", single.Down())
+	}
+	// Two silent servers: the first used up its own share (down), the second was cut off by the caller (up).
+	pair := NewPool([]Server{a, b}, Options{Unavailable: errDown})
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel2()
+	if _, _, err := Try(ctx2, pair, silent); !errors.Is(err, errDown) {
+		t.Fatalf("err = %v, want unavailable", err)
+	}
+	if _, isDown := pair.Down()[a.String()]; !isDown || len(pair.Down()) != 1 {
+		t.Fatalf("down = %v, want only %s", pair.Down(), a)
 	}
 }
 

@@ -81,8 +81,10 @@ func FileBody(f *os.File) (Body, error) {
 }
 
 // Do sends req with body to the servers in turn until one answers, and returns the parsed reply and the
-// server. req.ContentLength and req.Compress are set here. Only ErrUnavailable errors fail over; spamd's
-// own error replies are final, except a refusal of compression, which is retried uncompressed.
+// server. req.ContentLength and req.Compress are set here. Only ErrUnavailable errors fail over, and the
+// error codes that say that this spamd cannot serve now (EX_UNAVAILABLE, EX_SOFTWARE, EX_OSERR, EX_IOERR,
+// EX_TEMPFAIL, EX_TIMEOUT), which wrap both ErrSpamd and ErrUnavailable; spamd's other error replies are
+// final, except a refusal of compression, which is retried uncompressed.
 func (c *Client) Do(ctx context.Context, req Request, body *Body) (*Response, servers.Server, error) {
 	return servers.Try(ctx, c.pool, func(ctx context.Context, srv servers.Server) (*Response, error) {
 		return c.attempt(ctx, srv, req, body)
@@ -97,7 +99,11 @@ func (c *Client) attempt(ctx context.Context, srv servers.Server, req Request, b
 		strings.Contains(strings.ToLower(resp.Message), "compress") {
 		// spamd without Compress::Zlib: remember, and send this one plain.
 		c.noCompress[srv].Store(true)
-		return c.exchange(ctx, srv, req, body, false)
+		resp, err = c.exchange(ctx, srv, req, body, false)
+	}
+	if err != nil && errors.Is(err, ErrSpamd) && resp != nil && serverSide(resp.Code) {
+		// This spamd cannot serve now (EX_TEMPFAIL, EX_UNAVAILABLE…): another one may.
+		return resp, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return resp, err
 }
@@ -108,18 +114,16 @@ func (c *Client) exchange(ctx context.Context, srv servers.Server, req Request, 
 	var payload io.Reader
 	req.ContentLength, req.Compress = -1, false
 	if body != nil {
-		req.ContentLength, payload = body.Size, body.Open()
+		req.ContentLength = body.Size
 		if useZlib {
-			// The length must be exact, so compress first. Bodies sent to spamd are small (max_size).
-			var zb bytes.Buffer
-			zw := zlib.NewWriter(&zb)
-			if _, err := io.Copy(zw, payload); err != nil {
-				return nil, fmt.Errorf("spamd: reading the message: %w", err)
+			// The length must be exact and come first: compress once only to count the bytes, then again
+			// while sending, so that memory stays bounded whatever the size (`moat learn` streams files of
+			// any size). The compressor is deterministic; exchange checks the count anyway.
+			n, err := compressedSize(body.Open())
+			if err != nil {
+				return nil, err
 			}
-			if err := zw.Close(); err != nil {
-				return nil, fmt.Errorf("spamd: compressing: %w", err)
-			}
-			req.Compress, req.ContentLength, payload = true, int64(zb.Len()), &zb
+			req.Compress, req.ContentLength = true, n
 		}
 	} else if req.Command != CmdPing {
 		req.ContentLength = 0
@@ -133,6 +137,14 @@ func (c *Client) exchange(ctx context.Context, srv servers.Server, req Request, 
 		return nil, err
 	}
 	defer done()
+	if body != nil {
+		payload = body.Open()
+		if useZlib {
+			zr := compressing(payload)
+			defer zr.Close() // stops the compressor when the exchange ends early
+			payload = zr
+		}
+	}
 
 	if _, err := conn.Write(head); err != nil {
 		return nil, servers.IOErr(ctx, ErrUnavailable, srv, "write", err)
@@ -159,6 +171,39 @@ func (c *Client) exchange(ctx context.Context, srv servers.Server, req Request, 
 		_ = cw.CloseWrite()
 	}
 	return readResponse(ctx, conn, srv)
+}
+
+// countWriter counts the bytes written to it.
+type countWriter struct{ n int64 }
+
+func (w *countWriter) Write(p []byte) (int, error) { w.n += int64(len(p)); return len(p), nil }
+
+// compressedSize is the length of r zlib-compressed, found without keeping the compressed bytes.
+func compressedSize(r io.Reader) (int64, error) {
+	var cw countWriter
+	zw := zlib.NewWriter(&cw)
+	if _, err := io.Copy(zw, r); err != nil {
+		return 0, fmt.Errorf("spamd: reading the message: %w", err)
+	}
+	if err := zw.Close(); err != nil {
+		return 0, fmt.Errorf("spamd: compressing: %w", err)
+	}
+	return cw.n, nil
+}
+
+// compressing returns r zlib-compressed as a stream (the same bytes as compressedSize counts). Closing
+// the reader stops the compressing goroutine.
+func compressing(r io.Reader) io.ReadCloser {
+	pr, pw := io.Pipe()
+	go func() {
+		zw := zlib.NewWriter(pw)
+		_, err := io.Copy(zw, r) // a read error is the spool's: exchange reports it as such
+		if err == nil {
+			err = zw.Close()
+		}
+		pw.CloseWithError(err) // nil: EOF for the reader
+	}()
+	return pr
 }
 
 func isConnErr(err error) bool {

@@ -136,3 +136,25 @@ func TestRealSpamdLearn(t *testing.T) {
 		t.Fatalf("learning a missing file: %+v", res)
 	}
 }
+
+// Failover to a real spamd from a first server answering EX_TEMPFAIL, and from one that never answers with
+// the default configuration (no attempt_timeout) and a 4 s deadline.
+func TestRealSpamdFailover(t *testing.T) {
+	s := stack.StartSpamd(t)
+	live := servers.Server{Network: "tcp", Addr: s.Addr}
+	tempfail := startFakeSpamd(t, func(fakeRequest) string { return "SPAMD/1.5 75 EX_TEMPFAIL\r\n" })
+	silent := startFakeSpamd(t, nil, silentSpamd)
+	gtube := []byte("From: <a@example.org>\r\nSubject: test\r\n\r\n" + stack.GTUBE + "\r\n")
+	for _, first := range []*fakeSpamd{tempfail, silent} {
+		c := NewClient([]servers.Server{first.srv, live}, ClientOptions{})
+		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+		res, err := c.Check(ctx, CmdSymbols, "", BytesBody(gtube))
+		cancel()
+		if err != nil || res.Server != live || !res.Spam || !slices.Contains(res.Symbols, "GTUBE") {
+			t.Fatalf("first %v: %+v, %v; want GTUBE from the real spamd", first.srv, res, err)
+		}
+		if _, down := c.Down()[first.srv.String()]; !down || len(c.Down()) != 1 {
+			t.Fatalf("down = %v, want only %v", c.Down(), first.srv)
+		}
+	}
+}

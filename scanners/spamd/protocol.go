@@ -43,6 +43,18 @@ var exitNames = map[int]string{
 	74: "EX_IOERR", 75: "EX_TEMPFAIL", 76: "EX_PROTOCOL", 77: "EX_NOPERM", 78: "EX_CONFIG", 79: "EX_TIMEOUT",
 }
 
+// serverSide reports whether an error code says that this spamd cannot serve now rather than that the
+// request is wrong: EX_UNAVAILABLE, EX_SOFTWARE, EX_OSERR, EX_IOERR, EX_TEMPFAIL and EX_TIMEOUT. Another
+// server may well answer, so the client fails over on them (EX_USAGE, EX_DATAERR, EX_PROTOCOL, EX_NOPERM…
+// would be the same everywhere).
+func serverSide(code int) bool {
+	switch code {
+	case 69, 70, 71, 74, 75, 79:
+		return true
+	}
+	return false
+}
+
 // Request is one SPAMC request without its body.
 type Request struct {
 	Command       Command

@@ -27,7 +27,9 @@
 //
 // # Failure
 //
-// spamd unreachable, silent past the check's timeout, or answering an error or a malformed reply:
+// With several servers, a request fails over when a server cannot be reached, is silent past its share of
+// the timeout (attempt_timeout), or answers EX_UNAVAILABLE, EX_SOFTWARE, EX_OSERR, EX_IOERR, EX_TEMPFAIL or
+// EX_TIMEOUT. spamd unreachable, silent past the check's timeout, or answering an error or a malformed reply:
 // on_failure = "accept" (default; "X-Spam-Status: unscanned (reason)", since a tempfail storm hurts more than
 // one unscored message) or "tempfail" ("451 4.7.1"). When another check scored the message, the policy step
 // writes X-Spam-Status itself; then the failure shows as the test SPAMD_UNSCANNED in its tests= list rather
@@ -86,8 +88,8 @@ type Config struct {
 	OnFailure string `toml:"on_failure"`
 	// ConnectTimeout bounds each connection attempt (default 2s).
 	ConnectTimeout config.Duration `toml:"connect_timeout"`
-	// AttemptTimeout bounds one request on one server before the next is tried (default: none; the
-	// check's timeout bounds the whole scan).
+	// AttemptTimeout bounds one request on one server before the next is tried (default: with several
+	// servers, the time left of the check's timeout shared equally among the servers left to try).
 	AttemptTimeout config.Duration `toml:"attempt_timeout"`
 	// RetryAfter is how long a failed server is skipped (default 10s).
 	RetryAfter config.Duration `toml:"retry_after"`
@@ -157,15 +159,16 @@ func newClient(sec *config.Section, cfg Config) (*Client, error) {
 		if err != nil {
 			return nil, errorf(sec, fmt.Sprintf("servers[%d]", i), "%v", err)
 		}
+		if sec != nil && srv.Network == "unix" {
+			srv.Addr = sec.File().Abs(srv.Addr) // relative to the configuration file
+		}
 		list = append(list, srv)
 	}
 	if cfg.ConnectTimeout <= 0 {
 		return nil, errorf(sec, "connect_timeout", "must be positive")
 	}
-	for i := 0; i < len(cfg.User); i++ {
-		if c := cfg.User[i]; c <= ' ' || c >= 0x7f {
-			return nil, errorf(sec, "user", "must be printable ASCII without spaces")
-		}
+	if !validUser(cfg.User) {
+		return nil, errorf(sec, "user", "must be printable ASCII without spaces")
 	}
 	return NewClient(list, ClientOptions{
 		ConnectTimeout: cfg.ConnectTimeout.D(),

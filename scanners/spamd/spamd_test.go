@@ -14,7 +14,8 @@ import (
 )
 
 // testCheck stands in for other checks in these unit tests (registered under the "test" name): with
-// mode = "whitelist" it white-lists every message at connect, with mode = "score" it scores 2 points.
+// mode = "whitelist" it white-lists every message at connect, with mode = "reject" it rejects every message
+// at end of message (before the scanners run), else it scores 2 points at connect.
 type testCheck struct {
 	Mode string `toml:"mode"`
 }
@@ -25,7 +26,18 @@ func (c testCheck) Connect(context.Context, *policy.Session) []policy.Finding {
 	if c.Mode == "whitelist" {
 		return []policy.Finding{{Status: "listed", Verdict: policy.Whitelist, Reason: "test-whitelist"}}
 	}
+	if c.Mode == "reject" {
+		return nil
+	}
 	return []policy.Finding{{Status: "listed", Reason: "test-score", Score: 2, Scored: true, Tests: []string{"TEST_TWO"}}}
+}
+
+func (c testCheck) Message(context.Context, *policy.Session, policy.Message) []policy.Finding {
+	if c.Mode != "reject" {
+		return nil
+	}
+	return []policy.Finding{{Status: "listed", Verdict: policy.Reject, Reason: "test-reject",
+		Reply: policy.Reply{Code: 550, Enhanced: "5.7.1", Text: "Rejected by test"}}}
 }
 
 func init() {
@@ -116,6 +128,11 @@ func TestCheckDecisions(t *testing.T) {
 		{name: "authenticated scanned when configured", server: gtube, extra: "skip_authenticated = false", sess: session{auth: true},
 			wantAction: policy.ActReject, wantCalls: 1},
 		{name: "white-listed skipped", server: gtube, pre: "[checks.test]\nmode = \"whitelist\"\n", wantAction: policy.ActAccept},
+		{name: "already rejected skipped", server: ham, pre: "[checks.test]\nmode = \"reject\"\n", wantAction: policy.ActReject,
+			wantReply: "550 5.7.1 Rejected by test", wantCalls: 0},
+		{name: "dry-run rejection still scored", server: ham, pre: "[checks.test]\nmode = \"reject\"\ndry_run = true\n",
+			wantAction: policy.ActAccept, wantCalls: 1,
+			wantStatus: []string{" No, score=1.2 required=5.0 tests=MISSING_DATE,NO_RELAYS"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -151,6 +168,42 @@ func TestCheckDecisions(t *testing.T) {
 	}
 }
 
+// The finding of an "already rejected" skip names the check that rejected.
+func TestAlreadyRejectedFinding(t *testing.T) {
+	f := startFakeSpamd(t, symbolsReply(1000, "GTUBE"))
+	conf := fmt.Sprintf("[checks.test]\nmode = \"reject\"\n[checks.spamd]\nservers = [%q]\n", "tcp:"+f.srv.Addr)
+	out, s := runEngine(t, conf, session{}, []byte("Subject: x\r\n\r\nb\r\n"))
+	got, ok := s.Finding(Name, nil)
+	if out.Action != policy.ActReject || out.Check != "test" || !ok || got.Status != policy.StatusSkipped ||
+		got.Reason != ReasonSkipped || got.Detail != "already rejected by test" || len(f.requests()) != 0 {
+		t.Fatalf("outcome %v by %s, spamd finding %+v (found %v), %d requests", out.Action, out.Check, got, ok, len(f.requests()))
+	}
+}
+
+// With several servers and no attempt_timeout, a silent spamd or one answering EX_TEMPFAIL must not leave
+// the message unscored while another server is healthy.
+func TestCheckFailsOver(t *testing.T) {
+	msg := []byte("Subject: x\r\n\r\nb\r\n")
+	ham := startFakeSpamd(t, symbolsReply(1.2, "MISSING_DATE"))
+	silent := startFakeSpamd(t, nil, silentSpamd)
+	tempfail := startFakeSpamd(t, func(fakeRequest) string { return "SPAMD/1.5 75 EX_TEMPFAIL\r\n" })
+	for _, first := range []*fakeSpamd{silent, tempfail} {
+		name := "silent"
+		if first == tempfail {
+			name = "tempfail"
+		}
+		t.Run(name, func(t *testing.T) {
+			conf := fmt.Sprintf("[checks.spamd]\nservers = [%q, %q]\ntimeout = \"2s\"\non_failure = \"tempfail\"\n",
+				"tcp:"+first.srv.Addr, "tcp:"+ham.srv.Addr)
+			out, s := runEngine(t, conf, session{}, msg)
+			got, _ := s.Finding(Name, nil)
+			if out.Action != policy.ActAccept || !got.Scored || got.Score != 1.2 {
+				t.Fatalf("outcome %v %s, spamd finding %+v: want the healthy server's score", out.Action, out.Reply, got)
+			}
+		})
+	}
+}
+
 func TestUserHeader(t *testing.T) {
 	f := startFakeSpamd(t, symbolsReply(0, "A"))
 	tests := []struct {
@@ -181,6 +234,7 @@ func TestSetupErrors(t *testing.T) {
 	tests := []struct{ conf, want string }{
 		{"[checks.spamd]\n", "moat.toml:1: checks.spamd.servers: at least one spamd server"},
 		{"[checks.spamd]\nservers = [\"spamd\"]\n", "moat.toml:2: checks.spamd.servers[0]"},
+		{"[checks.spamd]\nservers = [\"tcp:127.0.0.1:99999\"]\n", "moat.toml:2: checks.spamd.servers[0]: port \"99999\""},
 		{"[checks.spamd]\nservers = [\"/s\"]\non_failure = \"reject\"\n", "moat.toml:3: checks.spamd.on_failure"},
 		{"[checks.spamd]\nservers = [\"/s\"]\nuser = \"a b\"\n", "moat.toml:3: checks.spamd.user"},
 		{"[checks.spamd]\nservers = [\"/s\"]\nmax_size = \"big\"\n", "moat.toml:3: checks.spamd.max_size"},

@@ -276,6 +276,35 @@ func TestScanningThroughPostfix(t *testing.T) {
 			t.Fatalf("moat learn forget: %v\n%s", err, out)
 		}
 	})
+	t.Run("moat learn with user_per_domain needs the recipient domain", func(t *testing.T) {
+		raw, err := os.ReadFile(e.conf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conf := filepath.Join(e.dir, "moat-per-domain.toml")
+		perDomain := strings.Replace(string(raw), "[checks.spamd]\n", "[checks.spamd]\nuser_per_domain = true\n", 1)
+		if err := os.WriteFile(conf, []byte(perDomain), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		file := filepath.Join(t.TempDir(), "spam.eml")
+		os.WriteFile(file, message("per-domain pills", "", "per-domain offer\r\n"+mediumBody), 0o644)
+		before := nspam(e.spamd.DumpMagic(t))
+		cmd := exec.Command(e.moat.Bin, "learn", "-c", conf, "spam", file)
+		out, err := cmd.CombinedOutput()
+		if cmd.ProcessState == nil || cmd.ProcessState.ExitCode() != 2 || !strings.Contains(string(out), "-rcpt-domain") {
+			t.Fatalf("moat learn without -rcpt-domain: %v (want exit 2 and a hint)\n%s", err, out)
+		}
+		if got := nspam(e.spamd.DumpMagic(t)); got != before {
+			t.Fatalf("refused learn changed nspam %d -> %d", before, got)
+		}
+		out, err = exec.Command(e.moat.Bin, "learn", "-c", conf, "-rcpt-domain", "example.net", "spam", file).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "learned as spam") {
+			t.Fatalf("moat learn -rcpt-domain: %v\n%s", err, out)
+		}
+		if got := nspam(e.spamd.DumpMagic(t)); got != before+1 {
+			t.Fatalf("nspam %d -> %d after learning 1 message", before, got)
+		}
+	})
 	t.Run("spamd down: delivered, X-Spam-Status unscanned", func(t *testing.T) {
 		e.spamd.Stop()
 		res := stack.SendMail(t, e.postfix.Addr, "client.example", sender, []string{rcpt}, message("minutes again", "", hamBody))
