@@ -547,52 +547,19 @@ func (r *Resolver) exchange(ctx context.Context, name string, qtype uint16) (*dn
 			break
 		}
 		server = r.servers[(start+attempt)%len(r.servers)]
-		q.Id = dns.Id()
-		r.queries.Add(1)
-		m, _, err := r.udp.ExchangeContext(ctx, q, server)
-		if err == nil && m.Truncated {
-			// RFC 7766 section 5 / RFC 1035 section 4.2.2: retry over TCP.
-			r.truncated.Add(1)
-			r.queries.Add(1)
-			m, _, err = r.tcp.ExchangeContext(ctx, q, server)
+		m, err := r.ask(ctx, q, server)
+		if err == nil && m.Rcode == dns.RcodeFormatError && q.IsEdns0() != nil {
+			// RFC 6891 section 7: a server that does not know EDNS0 answers FORMERR; ask it again without.
+			plain := q.Copy()
+			plain.Extra = nil
+			m, err = r.ask(ctx, plain, server)
 		}
 		if err != nil {
 			lastErr = err
 			if isTimeout(err) {
-				r.timeouts.Add(1)
 				timedOut = true
 			}
 			continue
-		}
-		if m.Id != q.Id {
-			lastErr = errors.New("answer id mismatch")
-			continue
-		}
-		if m.Rcode == dns.RcodeFormatError && q.IsEdns0() != nil {
-			// RFC 6891 section 7: a server that does not know EDNS0 answers FORMERR; ask it again without.
-			plain := q.Copy()
-			plain.Extra = nil
-			plain.Id = dns.Id()
-			r.queries.Add(1)
-			pm, _, perr := r.udp.ExchangeContext(ctx, plain, server)
-			if perr == nil && pm.Truncated {
-				r.truncated.Add(1)
-				r.queries.Add(1)
-				pm, _, perr = r.tcp.ExchangeContext(ctx, plain, server)
-			}
-			if perr != nil {
-				lastErr = perr
-				if isTimeout(perr) {
-					r.timeouts.Add(1)
-					timedOut = true
-				}
-				continue
-			}
-			if pm.Id != plain.Id {
-				lastErr = errors.New("answer id mismatch")
-				continue
-			}
-			m = pm
 		}
 		if m.Rcode == dns.RcodeServerFailure || m.Rcode == dns.RcodeRefused {
 			lastErr = fmt.Errorf("server answered %s", dns.RcodeToString[m.Rcode])
@@ -608,6 +575,29 @@ func (r *Resolver) exchange(ctx context.Context, name string, qtype uint16) (*dn
 		msg = lastErr.Error()
 	}
 	return nil, server, &net.DNSError{Err: msg, Name: name, Server: server, IsTimeout: timedOut, IsTemporary: true}
+}
+
+// ask sends q to one server over UDP, again over TCP when the answer is truncated (RFC 7766 section 5,
+// RFC 1035 section 4.2.2), and checks that the answer is to this question.
+func (r *Resolver) ask(ctx context.Context, q *dns.Msg, server string) (*dns.Msg, error) {
+	q.Id = dns.Id()
+	r.queries.Add(1)
+	m, _, err := r.udp.ExchangeContext(ctx, q, server)
+	if err == nil && m.Truncated {
+		r.truncated.Add(1)
+		r.queries.Add(1)
+		m, _, err = r.tcp.ExchangeContext(ctx, q, server)
+	}
+	if err != nil {
+		if isTimeout(err) {
+			r.timeouts.Add(1)
+		}
+		return nil, err
+	}
+	if m.Id != q.Id {
+		return nil, errors.New("answer id mismatch")
+	}
+	return m, nil
 }
 
 func isTimeout(err error) bool {
