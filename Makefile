@@ -23,6 +23,8 @@ test:
 
 ## bench: benchmarks, each a ratio against a baseline measured in the same run (the machine is shared and noisy)
 bench:
+	@echo "== moat's own cost of one message over the milter protocol, no checks (client and server in one process)"
+	$(GO) test -p 1 -run '^$$' -bench . -benchmem ./milter/
 	@echo "== barring: 10,000 addresses through a 1,000-line list; linear matching on pathological patterns"
 	$(GO) test -p 1 -run '^$$' -bench . -benchmem ./rules/barring/
 	@echo "== greylist decisions/s and p99 at 16 concurrent sessions, SQLite and Redis"

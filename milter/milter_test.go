@@ -58,7 +58,7 @@ header_value = "seen"
 `
 
 // mustServe starts moat's milter server on a unix socket with the given configuration.
-func mustServe(t *testing.T, toml string) *testServer {
+func mustServe(t testing.TB, toml string) *testServer {
 	t.Helper()
 	f, err := config.Parse("test.toml", []byte(toml))
 	if err != nil {
