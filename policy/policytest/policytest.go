@@ -41,12 +41,14 @@ func Parse(t testing.TB, text string) *config.File {
 }
 
 // Engine builds an engine from the configuration text with the default logger; any error fails the test.
+// The engine is retired when the test ends, which closes what its checks hold open (stores, pools).
 func Engine(t testing.TB, text string) *policy.Engine {
 	t.Helper()
 	e, err := policy.Build(Parse(t, text), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(e.Retire)
 	return e
 }
 
@@ -54,7 +56,10 @@ func Engine(t testing.TB, text string) *policy.Engine {
 // of configuration errors. A syntax error fails the test: it would hide the error under test.
 func BuildError(t testing.TB, text string) error {
 	t.Helper()
-	_, err := policy.Build(Parse(t, text), nil)
+	e, err := policy.Build(Parse(t, text), nil)
+	if err == nil {
+		e.Retire()
+	}
 	return err
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/moatmail/moat/config"
 	"github.com/moatmail/moat/policy"
+	"github.com/moatmail/moat/policy/policytest"
 	"github.com/moatmail/moat/store"
 )
 
@@ -129,29 +130,23 @@ func TestStoreCircuitBreaker(t *testing.T) {
 func TestDomainConfigErrors(t *testing.T) {
 	tests := []struct{ name, body, wantErr string }{
 		{"delay at its key", "[checks.greylist.domains.\"x.example\"]\n\ndelay = \"3d\"\n",
-			"t.toml:5: checks.greylist.domains.x.example.delay: must be positive and shorter than window"},
+			"moat.toml:5: checks.greylist.domains.x.example.delay: must be positive and shorter than window"},
 		{"wildcard", "[checks.greylist.domains.\"*.example.com\"]\nenabled = false\n",
-			"t.toml:3: checks.greylist.domains.*.example.com: \"*.example.com\": wildcards are not supported"},
+			"moat.toml:3: checks.greylist.domains.*.example.com: \"*.example.com\": wildcards are not supported"},
 		{"not a domain", "[checks.greylist.domains.\"not a domain\"]\nenabled = false\n",
-			"t.toml:3: checks.greylist.domains.not a domain: \"not a domain\" is not a domain name"},
+			"moat.toml:3: checks.greylist.domains.not a domain: \"not a domain\" is not a domain name"},
 		{"empty label", "[checks.greylist.domains.\"a..example\"]\nenabled = false\n", "is not a domain name"},
 		{"duplicate", "[checks.greylist.domains.\"example.org\"]\nenabled = false\n[checks.greylist.domains.\"Example.ORG.\"]\nenabled = true\n",
-			"t.toml:5: checks.greylist.domains.Example.ORG.: same domain as \"example.org\""},
+			"moat.toml:5: checks.greylist.domains.Example.ORG.: same domain as \"example.org\""},
 		{"internationalised name accepted", "[checks.greylist.domains.\"bücher.example\"]\nenabled = false\n", ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			toml := fmt.Sprintf("[store]\npath = %q\n%s", filepath.Join(t.TempDir(), "m.db"), tc.body)
-			f, err := config.Parse("t.toml", []byte(toml))
-			if err != nil {
-				t.Fatal(err)
-			}
-			e, err := policy.Build(f, nil)
+			err := policytest.BuildError(t, storeTable(t)+tc.body)
 			if tc.wantErr == "" {
 				if err != nil {
 					t.Fatal(err)
 				}
-				e.Retire()
 				return
 			}
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
@@ -185,16 +180,7 @@ func TestDryRunNoHeader(t *testing.T) {
 	clk := &fakeClock{now: start}
 	clock = clk.Now
 	defer func() { clock = time.Now }()
-	toml := fmt.Sprintf("[store]\npath = %q\n[checks.greylist]\ndry_run = true\n", filepath.Join(t.TempDir(), "d.db"))
-	f, err := config.Parse("t.toml", []byte(toml))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := policy.Build(f, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Retire()
+	e := policytest.Engine(t, storeTable(t)+"[checks.greylist]\ndry_run = true\n")
 	ctx := context.Background()
 	for i, wait := range []time.Duration{0, 10 * time.Minute} {
 		clk.Advance(wait)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/moatmail/moat/config"
 	"github.com/moatmail/moat/policy"
+	"github.com/moatmail/moat/policy/policytest"
 	"github.com/moatmail/moat/store"
 )
 
@@ -341,7 +342,7 @@ enabled = false
 [checks.greylist.domains."example.net"]
 delay = "1m"
 `, ""},
-		{"unknown key", "dealy = \"5m\"\n", "t.toml:4: checks.greylist.dealy: unknown key"},
+		{"unknown key", "dealy = \"5m\"\n", "moat.toml:4: checks.greylist.dealy: unknown key"},
 		{"zero delay", "delay = \"0s\"\n", "t.toml:4: checks.greylist.delay: must be positive"},
 		{"window not after delay", "delay = \"1h\"\nwindow = \"30m\"\n", "checks.greylist.window: must be longer than delay"},
 		{"bad prefix", "ipv4_prefix = 33\n", "checks.greylist.ipv4_prefix"},
@@ -351,22 +352,14 @@ delay = "1m"
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			toml := fmt.Sprintf("[store]\npath = %q\n[checks.greylist]\n%s", filepath.Join(t.TempDir(), "m.db"), tc.body)
-			f, err := config.Parse("t.toml", []byte(toml))
-			if err != nil {
-				t.Fatal(err)
-			}
-			e, err := policy.Build(f, nil)
+			toml := storeTable(t) + "[checks.greylist]\n" + tc.body
 			if tc.wantErr == "" {
-				if err != nil {
-					t.Fatal(err)
-				}
-				if got := fmt.Sprint(e.Checks()); got != "[greylist]" {
+				if got := fmt.Sprint(policytest.Engine(t, toml).Checks()); got != "[greylist]" {
 					t.Fatalf("checks %s", got)
 				}
-				e.Retire()
 				return
 			}
+			err := policytest.BuildError(t, toml)
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 				t.Fatalf("err = %v, want %q", err, tc.wantErr)
 			}
@@ -380,16 +373,7 @@ func TestEngine(t *testing.T) {
 	clk := &fakeClock{now: start}
 	clock = clk.Now
 	defer func() { clock = time.Now }()
-	toml := fmt.Sprintf("[store]\npath = %q\n[checks.greylist]\ndelay = \"2m\"\n", filepath.Join(t.TempDir(), "e.db"))
-	f, err := config.Parse("t.toml", []byte(toml))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := policy.Build(f, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Retire()
+	e := policytest.Engine(t, storeTable(t)+"[checks.greylist]\ndelay = \"2m\"\n")
 	ctx := context.Background()
 	attempt := func() (*policy.Session, policy.Decision) {
 		s := policy.NewSession()
@@ -459,4 +443,9 @@ func TestExampleConfig(t *testing.T) {
 	if _, err := os.Stat("moat.db"); err != nil {
 		t.Fatalf("example store not created: %v", err)
 	}
+}
+
+// storeTable is a [store] table with a database of the test's own.
+func storeTable(t *testing.T) string {
+	return fmt.Sprintf("[store]\npath = %q\n", filepath.Join(t.TempDir(), "grey.db"))
 }
