@@ -29,8 +29,7 @@ func runGreylist(args []string, stdout, stderr io.Writer) int {
 	}
 	f, err := config.Load(*path)
 	if err != nil {
-		fmt.Fprintln(stderr, "moat: "+err.Error())
-		return 1
+		return fail(stderr, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

@@ -44,13 +44,11 @@ func runLearn(args []string, stdout, stderr io.Writer) int {
 	}
 	f, err := config.Load(*path)
 	if err != nil {
-		fmt.Fprintln(stderr, "moat: "+err.Error())
-		return 1
+		return fail(stderr, err)
 	}
 	cfg, err := spamd.ConfigFrom(f)
 	if err != nil {
-		fmt.Fprintln(stderr, "moat: "+err.Error())
-		return 1
+		return fail(stderr, err)
 	}
 	userSet := false
 	fs.Visit(func(fl *flag.Flag) { userSet = userSet || fl.Name == "user" })
@@ -64,8 +62,7 @@ func runLearn(args []string, stdout, stderr io.Writer) int {
 		res, err := spamd.Learn(ctx, cfg, class, []string{file})
 		cancel()
 		if err != nil {
-			fmt.Fprintln(stderr, "moat: "+err.Error())
-			return 1
+			return fail(stderr, err)
 		}
 		for _, r := range res {
 			switch {

@@ -102,21 +102,24 @@ func runCheckConfig(args []string, stdout, stderr io.Writer) int {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	f, eng, err := loadAll(*path, log)
 	if err != nil {
-		fmt.Fprintln(stderr, "moat: "+err.Error())
-		return 1
+		return fail(stderr, err)
 	}
 	defer eng.Retire()
 	mc, err := loadMilterConfig(f)
 	if err != nil {
-		fmt.Fprintln(stderr, "moat: "+err.Error())
-		return 1
+		return fail(stderr, err)
 	}
 	if _, err := loadLogConfig(f); err != nil {
-		fmt.Fprintln(stderr, "moat: "+err.Error())
-		return 1
+		return fail(stderr, err)
 	}
 	fmt.Fprintf(stdout, "%s: ok\nlisten: %s\nchecks: %s\n", *path, strings.Join(mc.Listen, " "), orNone(eng.Checks()))
 	return 0
+}
+
+// fail prints err as moat's error line and returns the exit status of a failed command.
+func fail(stderr io.Writer, err error) int {
+	fmt.Fprintln(stderr, "moat: "+err.Error())
+	return 1
 }
 
 func orNone(list []string) string {

@@ -114,8 +114,7 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	_, eng, err := loadAll(*path, log)
 	if err != nil {
-		fmt.Fprintln(stderr, "moat: "+err.Error())
-		return 1
+		return fail(stderr, err)
 	}
 	defer eng.Retire()
 	rep, err := scan(context.Background(), eng, in)

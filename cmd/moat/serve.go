@@ -83,36 +83,30 @@ func runServe(args []string, _, stderr io.Writer) int {
 	// sockets or open its state must not half-start and leave the MTA to milter_default_action.
 	f, err := config.Load(*path)
 	if err != nil {
-		fmt.Fprintln(stderr, "moat: "+err.Error())
-		return 1
+		return fail(stderr, err)
 	}
 	lc, err := loadLogConfig(f)
 	if err != nil {
-		fmt.Fprintln(stderr, "moat: "+err.Error())
-		return 1
+		return fail(stderr, err)
 	}
 	log, logCloser, err := newLogger(lc, stderr)
 	if err != nil {
-		fmt.Fprintln(stderr, "moat: "+err.Error())
-		return 1
+		return fail(stderr, err)
 	}
 	defer logCloser.Close()
 	slog.SetDefault(log)
 	mc, err := milter.LoadConfig(f)
 	if err != nil {
-		fmt.Fprintln(stderr, "moat: "+err.Error())
-		return 1
+		return fail(stderr, err)
 	}
 	eng, err := policy.Build(f, log)
 	if err != nil {
-		fmt.Fprintln(stderr, "moat: "+err.Error())
-		return 1
+		return fail(stderr, err)
 	}
 	lns, err := milter.Listen(mc, log)
 	if err != nil {
 		eng.Retire()
-		fmt.Fprintln(stderr, "moat: "+err.Error())
-		return 1
+		return fail(stderr, err)
 	}
 	srv := milter.NewServer(mc, eng, log)
 	srv.CleanSpool()
