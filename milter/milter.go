@@ -24,7 +24,7 @@ import (
 
 	"github.com/moatmail/moat/config"
 	"github.com/moatmail/moat/policy"
-	"github.com/moatmail/moat/scanners/spool"
+	"github.com/moatmail/moat/internal/spool"
 )
 
 // Config is the [milter] table.

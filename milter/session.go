@@ -13,7 +13,7 @@ import (
 	gomilter "github.com/d--j/go-milter"
 
 	"github.com/moatmail/moat/policy"
-	"github.com/moatmail/moat/scanners/spool"
+	"github.com/moatmail/moat/internal/spool"
 )
 
 // session is one MTA connection: one SMTP session and the messages in it. The library calls its methods one at

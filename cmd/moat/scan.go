@@ -15,7 +15,7 @@ import (
 	"strings"
 
 	"github.com/moatmail/moat/policy"
-	"github.com/moatmail/moat/scanners/spool"
+	"github.com/moatmail/moat/internal/spool"
 )
 
 // scanReport is what `moat scan` prints: moat's equivalent of rspamc's output.
