@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/moatmail/moat/config"
+	"github.com/moatmail/moat/internal/addr"
 )
 
 // Version is moat's version, set at build time with -ldflags "-X github.com/moatmail/moat/policy.Version=…".
@@ -299,7 +300,7 @@ func (e *Engine) Helo(ctx context.Context, s *Session) Decision {
 // runs the mail-stage checks. A malformed address is refused here, with a reference id like any rejection.
 func (e *Engine) Mail(ctx context.Context, s *Session, raw, args string) Decision {
 	s.ResetMessage()
-	from, err := ParseAddress(raw)
+	from, err := addr.Parse(raw)
 	s.MailArgs = args
 	if err != nil {
 		f := Rejectf(StatusPermError, "bad-sender-syntax", 553, "5.1.7", "<%s>: malformed sender address", ReplySafe(raw))
@@ -313,12 +314,12 @@ func (e *Engine) Mail(ctx context.Context, s *Session, raw, args string) Decisio
 // Rcpt adds a recipient and runs the rcpt-stage checks for it; the decision applies to this recipient only.
 // The recipient is appended to s.Rcpts with its decision.
 func (e *Engine) Rcpt(ctx context.Context, s *Session, raw, args string) (*Recipient, Decision) {
-	addr, err := ParseAddress(raw)
-	r := &Recipient{Addr: addr, Args: args}
+	a, err := addr.Parse(raw)
+	r := &Recipient{Addr: a, Args: args}
 	s.Rcpts = append(s.Rcpts, r)
-	if err != nil || addr.Null() {
+	if err != nil || a.Null() {
 		if err == nil {
-			err = ErrBadAddress
+			err = addr.ErrMalformed
 		}
 		f := Rejectf(StatusPermError, "bad-recipient-syntax", 553, "5.1.3", "<%s>: malformed recipient address", ReplySafe(raw))
 		f.Err = err

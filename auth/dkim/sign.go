@@ -15,9 +15,9 @@ import (
 
 	msgdkim "github.com/emersion/go-msgauth/dkim"
 
-	"github.com/moatmail/moat/auth/internal/fromheader"
-	"github.com/moatmail/moat/auth/resolver"
 	"github.com/moatmail/moat/config"
+	"github.com/moatmail/moat/internal/addr"
+	"github.com/moatmail/moat/internal/fromheader"
 	"github.com/moatmail/moat/policy"
 )
 
@@ -89,7 +89,7 @@ func setupSign(sec *config.Section, env *policy.Env) (policy.Check, error) {
 		if k.Domain == "" || k.Selector == "" || k.KeyFile == "" {
 			return nil, sec.Errorf(path, "domain, selector and key_file are required")
 		}
-		domain, err := resolver.ToASCII(k.Domain)
+		domain, err := addr.DomainASCII(k.Domain)
 		if err != nil {
 			return nil, sec.Errorf(path+".domain", "%v", err)
 		}

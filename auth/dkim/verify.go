@@ -38,9 +38,10 @@ import (
 	msgdkim "github.com/emersion/go-msgauth/dkim"
 
 	"github.com/moatmail/moat/auth/resolver"
-	"github.com/moatmail/moat/auth/resolver/action"
 	"github.com/moatmail/moat/config"
+	"github.com/moatmail/moat/internal/addr"
 	"github.com/moatmail/moat/policy"
+	"github.com/moatmail/moat/policy/action"
 )
 
 func init() {
@@ -135,15 +136,6 @@ func parseTags(v string) map[string]string {
 	return out
 }
 
-// asciiDomain returns d= in A-label form, or lower case as written when it does not convert (it cannot pass
-// then: its key is not found).
-func asciiDomain(d string) string {
-	if a, err := resolver.ToASCII(d); err == nil {
-		return a
-	}
-	return strings.ToLower(d)
-}
-
 func signatures(s *policy.Session, max int) []sigInfo {
 	var out []sigInfo
 	for _, v := range s.HeaderValues("DKIM-Signature") {
@@ -155,7 +147,7 @@ func signatures(s *policy.Session, max int) []sigInfo {
 		if len(b) > 8 {
 			b = b[:8] // RFC 6008 section 4: enough of b= to tell signatures apart
 		}
-		out = append(out, sigInfo{d: asciiDomain(t["d"]), s: t["s"], b: b})
+		out = append(out, sigInfo{d: addr.Domain(t["d"]), s: t["s"], b: b})
 	}
 	return out
 }
@@ -235,18 +227,18 @@ func (st *stream) Finish(ctx context.Context) []policy.Finding {
 	var pass []string
 	for _, v := range st.verifs {
 		if v.Err == nil {
-			pass = append(pass, asciiDomain(v.Domain))
+			pass = append(pass, addr.Domain(v.Domain))
 		}
 	}
 	// ../rfc/6376 section 6.1: a signature that fails is as if absent; with one that passes, the others'
 	// failures are recorded but not acted on.
 	act := len(pass) == 0
 	for i, v := range st.verifs {
-		info := sigInfo{d: asciiDomain(v.Domain)}
+		info := sigInfo{d: addr.Domain(v.Domain)}
 		if i < len(st.sigs) {
 			info = st.sigs[i]
 			if v.Domain != "" {
-				info.d = asciiDomain(v.Domain)
+				info.d = addr.Domain(v.Domain)
 			}
 		}
 		status, why := policy.StatusPass, ""

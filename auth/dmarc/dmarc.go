@@ -37,11 +37,12 @@ import (
 
 	"golang.org/x/net/publicsuffix"
 
-	"github.com/moatmail/moat/auth/internal/fromheader"
 	"github.com/moatmail/moat/auth/resolver"
-	"github.com/moatmail/moat/auth/resolver/action"
 	"github.com/moatmail/moat/config"
+	"github.com/moatmail/moat/internal/addr"
+	"github.com/moatmail/moat/internal/fromheader"
 	"github.com/moatmail/moat/policy"
+	"github.com/moatmail/moat/policy/action"
 )
 
 func init() {
@@ -89,7 +90,7 @@ func setup(sec *config.Section, env *policy.Env) (policy.Check, error) {
 		if !ok {
 			return nil, sec.Errorf("override."+d, "want none, quarantine or reject")
 		}
-		ad, err := resolver.ToASCII(d)
+		ad, err := addr.DomainASCII(d)
 		if err != nil {
 			return nil, sec.Errorf("override."+d, "%v", err)
 		}
@@ -110,11 +111,7 @@ func (c *Check) Kind() policy.Kind { return policy.KindAntispam }
 // OrgDomain returns the organizational domain of d (RFC 7489 section 3.2): the public suffix plus one label,
 // or d itself when d is a public suffix or has a single label.
 func OrgDomain(d string) string {
-	if a, err := resolver.ToASCII(d); err == nil {
-		d = a
-	} else {
-		d = policy.NormalizeDomain(d)
-	}
+	d = addr.Domain(d)
 	org, err := publicsuffix.EffectiveTLDPlusOne(d)
 	if err != nil {
 		return d
@@ -125,8 +122,8 @@ func OrgDomain(d string) string {
 // Aligned reports whether an authenticated domain aligns with the From domain (RFC 7489 section 3.1).
 // Both are compared in A-label form; a domain that does not convert never aligns.
 func Aligned(id, from string, strict bool) bool {
-	id, err1 := resolver.ToASCII(id)
-	from, err2 := resolver.ToASCII(from)
+	id, err1 := addr.DomainASCII(id)
+	from, err2 := addr.DomainASCII(from)
 	if err1 != nil || err2 != nil || id == "" || from == "" {
 		return false
 	}
@@ -143,7 +140,7 @@ func Aligned(id, from string, strict bool) bool {
 // ../rfc/7489 section 6.6.3: the organizational domain is asked only when the From domain has no DMARC
 // record; several records at the From domain end the discovery there, without policy (step 5).
 func Lookup(ctx context.Context, res *resolver.Resolver, from string) (*Record, string, error) {
-	from, err := resolver.ToASCII(from)
+	from, err := addr.DomainASCII(from)
 	if err != nil {
 		return nil, "", err
 	}

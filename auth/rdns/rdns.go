@@ -36,9 +36,10 @@ import (
 	"sync"
 
 	"github.com/moatmail/moat/auth/resolver"
-	"github.com/moatmail/moat/auth/resolver/action"
 	"github.com/moatmail/moat/config"
+	"github.com/moatmail/moat/internal/addr"
 	"github.com/moatmail/moat/policy"
+	"github.com/moatmail/moat/policy/action"
 )
 
 func init() {
@@ -115,7 +116,7 @@ func setup(sec *config.Section, env *policy.Env) (policy.Check, error) {
 		ch.actions[r.reason] = a
 	}
 	for _, n := range c.OurNames {
-		ch.names[asciiOr(n)] = true
+		ch.names[addr.Domain(n)] = true
 	}
 	for i, a := range c.OurAddresses {
 		ip, err := netip.ParseAddr(a)
@@ -163,7 +164,7 @@ func Lookup(ctx context.Context, res *resolver.Resolver, ip netip.Addr) Result {
 		names = names[:maxPTRNames]
 	}
 	for i := range names {
-		names[i] = policy.NormalizeDomain(names[i])
+		names[i] = addr.Domain(names[i])
 	}
 	r.PTR = names
 	confirmed := make([]bool, len(names))
@@ -269,7 +270,7 @@ func (c *Check) heloReasons(ctx context.Context, s *policy.Session) (reasons []s
 		}
 		return nil, ""
 	}
-	name := asciiOr(h) // one spelling for U-labels and A-labels, so "claims our name" sees through either
+	name := addr.Domain(h) // one spelling for U-labels and A-labels, so "claims our name" sees through either
 	if name == "" {
 		return []string{ReasonHeloNoResolve}, "empty"
 	}
@@ -438,12 +439,4 @@ func errString(err error) string {
 		return ""
 	}
 	return err.Error()
-}
-
-// asciiOr returns d in A-label form, or only normalized when it does not convert.
-func asciiOr(d string) string {
-	if a, err := resolver.ToASCII(d); err == nil {
-		return a
-	}
-	return policy.NormalizeDomain(d)
 }

@@ -35,9 +35,10 @@ import (
 	libspf "blitiri.com.ar/go/spf"
 
 	"github.com/moatmail/moat/auth/resolver"
-	"github.com/moatmail/moat/auth/resolver/action"
 	"github.com/moatmail/moat/config"
+	"github.com/moatmail/moat/internal/addr"
 	"github.com/moatmail/moat/policy"
+	"github.com/moatmail/moat/policy/action"
 )
 
 func init() {
@@ -123,12 +124,12 @@ func (c *Check) Mail(ctx context.Context, s *policy.Session) []policy.Finding {
 	if !s.ClientIP.IsValid() {
 		return []policy.Finding{{Status: policy.StatusSkipped, Detail: "no client address"}}
 	}
-	helo := policy.NormalizeDomain(strings.TrimSpace(s.Helo))
+	helo := addr.Domain(strings.TrimSpace(s.Helo))
 	heloIsName := helo != "" && !strings.HasPrefix(helo, "[") && !isIP(helo)
 	var heloIDNErr error
 	if heloIsName {
 		// Domains are checked in A-label form (RFC 5890); one that does not convert is a permerror.
-		if a, err := resolver.ToASCII(helo); err != nil {
+		if a, err := addr.DomainASCII(helo); err != nil {
 			heloIDNErr = err
 		} else {
 			helo = a
@@ -166,7 +167,7 @@ func (c *Check) Mail(ctx context.Context, s *policy.Session) []policy.Finding {
 	default:
 		identity = s.From.String()
 		prop = policy.Prop{Type: "smtp", Property: "mailfrom", Value: identity}
-		if domain, err = resolver.ToASCII(s.From.Domain); err != nil {
+		if domain, err = addr.DomainASCII(s.From.Domain); err != nil {
 			res, domain = libspf.PermError, s.From.Domain
 			break
 		}

@@ -47,6 +47,7 @@ import (
 
 	"github.com/moatmail/moat/auth/resolver"
 	"github.com/moatmail/moat/config"
+	"github.com/moatmail/moat/internal/addr"
 	"github.com/moatmail/moat/policy"
 )
 
@@ -157,7 +158,7 @@ func setup(sec *config.Section, env *policy.Env) (policy.Check, error) {
 		if _, ok := dns.IsDomainName(zone); !ok || zone == "" {
 			return nil, sec.Errorf(key+".zone", "%q is not a domain name", zone)
 		}
-		if zone, err = resolver.ToASCII(zone); err != nil {
+		if zone, err = addr.DomainASCII(zone); err != nil {
 			return nil, sec.Errorf(key+".zone", "%v", err)
 		}
 		if lc.Codes != "" {
@@ -246,7 +247,7 @@ func (c *Check) Connect(ctx context.Context, s *policy.Session) []policy.Finding
 
 // Helo queries the HELO lists about the HELO domain.
 func (c *Check) Helo(ctx context.Context, s *policy.Session) []policy.Finding {
-	d := policy.NormalizeDomain(s.Helo)
+	d := addr.Domain(s.Helo)
 	if !c.has(typeHelo) || d == "" || strings.HasPrefix(d, "[") {
 		s.Set(factHelo, "")
 		return nil
@@ -255,7 +256,7 @@ func (c *Check) Helo(ctx context.Context, s *policy.Session) []policy.Finding {
 		s.Set(factHelo, "")
 		return nil
 	}
-	d, err := resolver.ToASCII(d)
+	d, err := addr.DomainASCII(d)
 	if err != nil {
 		s.Set(factHelo, "")
 		return []policy.Finding{{Status: policy.StatusSkipped, Detail: "HELO " + err.Error()}}
@@ -269,7 +270,7 @@ func (c *Check) Helo(ctx context.Context, s *policy.Session) []policy.Finding {
 func (c *Check) Mail(ctx context.Context, s *policy.Session) []policy.Finding {
 	var r result
 	if c.has(typeSender) && !s.From.Null() && s.From.Domain != "" && !strings.HasPrefix(s.From.Domain, "[") {
-		if d, err := resolver.ToASCII(s.From.Domain); err == nil {
+		if d, err := addr.DomainASCII(s.From.Domain); err == nil {
 			r = c.query(ctx, typeSender, d)
 		} else {
 			r.errs = append(r.errs, "sender "+err.Error())

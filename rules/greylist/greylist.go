@@ -52,9 +52,9 @@ import (
 	"time"
 
 	"github.com/moatmail/moat/config"
+	"github.com/moatmail/moat/internal/addr"
 	"github.com/moatmail/moat/policy"
 	"github.com/moatmail/moat/store"
-	"golang.org/x/net/idna"
 )
 
 // Name is the check's name.
@@ -201,11 +201,11 @@ func normalizeDomainKey(d string) (string, error) {
 	if strings.Contains(d, "*") {
 		return "", fmt.Errorf("%q: wildcards are not supported (a domain covers its subdomains already)", d)
 	}
-	a, err := idna.Lookup.ToASCII(strings.TrimSuffix(d, "."))
+	a, err := addr.DomainASCII(d)
 	if err != nil || !validDomain(a) {
 		return "", fmt.Errorf("%q is not a domain name", d)
 	}
-	return policy.NormalizeDomain(a), nil
+	return a, nil
 }
 
 // validDomain reports whether d is a host name (RFC 1123 section 2.1: letters, digits and hyphens, labels of
@@ -272,7 +272,7 @@ func New(cfg Config, st store.Store, log *slog.Logger, now func() time.Time) *Ch
 		if n, err := normalizeDomainKey(d); err == nil {
 			d = n
 		}
-		norm[policy.NormalizeDomain(d)] = dc
+		norm[addr.Domain(d)] = dc
 	}
 	cfg.Domains = norm
 	return &Check{cfg: cfg, st: st, log: log, now: now}
@@ -296,10 +296,7 @@ func (c *Check) params(delay time.Duration) store.GreyParams {
 // domain returns the effective settings for a recipient domain: the closest configured parent wins.
 func (c *Check) domain(d string) (enabled, suspiciousOnly bool, delay time.Duration) {
 	enabled, suspiciousOnly, delay = true, c.cfg.SuspiciousOnly, c.cfg.Delay.D()
-	d = policy.NormalizeDomain(d)
-	if a, err := idna.Lookup.ToASCII(d); err == nil {
-		d = strings.ToLower(a)
-	}
+	d = addr.Domain(d)
 	for d != "" {
 		if dc, ok := c.cfg.Domains[d]; ok {
 			if dc.Enabled != nil {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/moatmail/moat/config"
+	"github.com/moatmail/moat/internal/addr"
 	"github.com/moatmail/moat/policy"
 	"github.com/moatmail/moat/policy/policytest"
 	"github.com/moatmail/moat/store"
@@ -64,7 +65,7 @@ func session(t *testing.T, sv sess) *policy.Session {
 	}
 	s.Helo = sv.helo
 	s.Auth.Authen = sv.auth
-	from, err := policy.ParseAddress(sv.from)
+	from, err := addr.Parse(sv.from)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +79,7 @@ func session(t *testing.T, sv sess) *policy.Session {
 // rcpt runs the check for one recipient the way the engine does and returns its one finding.
 func rcpt(t *testing.T, c *Check, s *policy.Session, to string) policy.Finding {
 	t.Helper()
-	addr, err := policy.ParseAddress(to)
+	addr, err := addr.Parse(to)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,7 +254,7 @@ func TestSkips(t *testing.T) {
 func TestRefusedRecipientNotRecorded(t *testing.T) {
 	c, _, st := newCheck(t, nil)
 	s := session(t, alice)
-	addr, _ := policy.ParseAddress("nobody@example.org")
+	addr, _ := addr.Parse("nobody@example.org")
 	r := &policy.Recipient{Addr: addr, Findings: []policy.Finding{{Check: "recipients", Verdict: policy.Reject}}}
 	s.Rcpts = append(s.Rcpts, r)
 	fs := c.Rcpt(context.Background(), s, r)

@@ -154,7 +154,7 @@ func TestInlineErrorLocatedOnce(t *testing.T) {
 	if err == nil {
 		t.Fatal("no error")
 	}
-	const want = `moat.toml:4: checks.relay.local_domains: "bad domain.test": relay: malformed list entry: character ' ' in domain "bad domain.test"`
+	const want = `moat.toml:4: checks.relay.local_domains: "bad domain.test": lists: malformed entry: character ' ' in domain "bad domain.test"`
 	if err.Error() != want {
 		t.Errorf("error %q, want %q", err, want)
 	}

@@ -63,15 +63,6 @@ func Parse(s string, defScore float64) (Action, error) {
 	return Action{}, fmt.Errorf("unknown action %q (want reject, tempfail, quarantine, score, score:N or ignore)", s)
 }
 
-// MustParse is Parse for defaults written in code.
-func MustParse(s string, defScore float64) Action {
-	a, err := Parse(s, defScore)
-	if err != nil {
-		panic(err)
-	}
-	return a
-}
-
 // Apply sets the finding's verdict, reply and score from the action. rej and temp are the replies used
 // when the action rejects or tempfails.
 func (a Action) Apply(f *policy.Finding, rej, temp policy.Reply) {

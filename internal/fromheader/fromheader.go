@@ -3,7 +3,7 @@
 //
 // Only the addresses matter, so a display name is never a reason to fail: encoded words (RFC 2047) in any
 // charset are accepted, those in charsets Go does not know (koi8-r, windows-1251, gb2312, iso-2022-jp …)
-// pass through undecoded. The domain is returned in ASCII (A-labels, see resolver.ToASCII).
+// pass through undecoded. The domain is returned in ASCII (A-labels, see addr.DomainASCII).
 package fromheader
 
 import (
@@ -14,7 +14,7 @@ import (
 	"net/mail"
 	"strings"
 
-	"github.com/moatmail/moat/auth/resolver"
+	"github.com/moatmail/moat/internal/addr"
 )
 
 var parser = mail.AddressParser{WordDecoder: &mime.WordDecoder{
@@ -40,7 +40,7 @@ func Domain(fields []string) (string, error) {
 		if at < 0 {
 			return "", fmt.Errorf("From address %q without domain", a.Address)
 		}
-		d, err := resolver.ToASCII(a.Address[at+1:])
+		d, err := addr.DomainASCII(a.Address[at+1:])
 		if err != nil {
 			return "", fmt.Errorf("From address %q: %w", a.Address, err)
 		}

@@ -1,4 +1,4 @@
-package barring
+package wildcard
 
 import (
 	"errors"

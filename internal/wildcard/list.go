@@ -1,12 +1,12 @@
-package barring
+package wildcard
 
 import (
 	"fmt"
 	"strings"
 
 	"github.com/moatmail/moat/config"
-	"github.com/moatmail/moat/policy"
-	"github.com/moatmail/moat/rules/relay"
+	"github.com/moatmail/moat/internal/addr"
+	"github.com/moatmail/moat/internal/lists"
 )
 
 // Rule is one line of an ordered list: a pattern that bars, or with Exclude (a line starting with '~') one that
@@ -56,7 +56,7 @@ func ParseList(lines []config.ListLine) (*List, error) {
 	for _, line := range lines {
 		r, err := ParseRule(line.Text)
 		if err != nil {
-			return nil, &relay.LineError{Line: line, Err: err}
+			return nil, &lists.LineError{Line: line, Err: err}
 		}
 		r.Line = line
 		l.rules = append(l.rules, r)
@@ -80,11 +80,14 @@ func (l *List) Match(s Subject) (barred bool, by *Rule) {
 	return false, nil
 }
 
+// Append adds the rules of more after those of l (an inline key's lines, then a list file's).
+func (l *List) Append(more *List) { l.rules = append(l.rules, more.rules...) }
+
 // SubjectOf is the text an envelope address is matched as: "local@domain" with the local part re-quoted when
 // it was a quoted string (so that `"*@*"@*` finds quoted routing), the domain in the form relay and senderlists
-// compare domains in (relay.CanonDomain: lower case, no trailing dot, international names as A-labels), and
+// compare domains in (addr.Address.CanonDomain: lower case, no trailing dot, international names as A-labels), and
 // no source route. The null sender is "<>".
-func SubjectOf(a policy.Address) string {
+func SubjectOf(a addr.Address) string {
 	if a.Null() {
 		return "<>"
 	}
@@ -95,5 +98,5 @@ func SubjectOf(a policy.Address) string {
 	if a.Domain == "" {
 		return local
 	}
-	return local + "@" + relay.CanonDomain(a.Domain)
+	return local + "@" + a.CanonDomain()
 }

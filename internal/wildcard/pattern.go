@@ -1,4 +1,8 @@
-package barring
+// Package wildcard implements the ordered wildcard lists of moat's barring rules: patterns in which '*' matches
+// one or more characters, '?' one character, '$' one letter (A-Z, any case) and '%' one digit, compared
+// case-insensitively, and lists read top to bottom in which a line starting with '~' excludes what earlier lines
+// included and the last matching line decides. Matching is linear in the subject's length: it never backtracks.
+package wildcard
 
 import (
 	"errors"
@@ -11,7 +15,7 @@ import (
 )
 
 // ErrBadPattern is returned for a line that is not a valid pattern.
-var ErrBadPattern = errors.New("barring: malformed pattern")
+var ErrBadPattern = errors.New("wildcard: malformed pattern")
 
 // MaxPatternLen bounds the length of one pattern, in bytes.
 const MaxPatternLen = 512
@@ -60,7 +64,7 @@ type Pattern struct {
 // String returns the pattern as written.
 func (p *Pattern) String() string { return p.src }
 
-// Compile parses one pattern in the barring language:
+// Compile parses one pattern in the barring language (moat's wildcard syntax):
 //
 //   - one or more characters
 //     ?  exactly one character
@@ -109,7 +113,7 @@ func Compile(src string) (*Pattern, error) {
 }
 
 // aLabels rewrites the international labels of the pattern's domain part (after its last '@') in A-label form,
-// the form subjects' domains are matched in (see SubjectOf): "*@bücher.example" matches the domain however the
+// the form subjects' domains are matched in (see [NewSubject]): "*@bücher.example" matches the domain however the
 // client wrote it. A label with both non-ASCII characters and wildcards has no A-label form and is refused.
 func aLabels(src string) (string, error) {
 	at := strings.LastIndexByte(src, '@')
@@ -211,7 +215,7 @@ func find(seg []token, s Subject, from int) int {
 	return -1
 }
 
-// IsPattern reports whether s uses a wildcard of the barring language (and so is not a plain address).
+// IsPattern reports whether s uses a wildcard of the barring language (moat's wildcard syntax) (and so is not a plain address).
 func IsPattern(s string) bool { return strings.ContainsAny(s, "*?$%") }
 
 // MustCompile is Compile that panics on error, for patterns fixed in code.
