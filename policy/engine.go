@@ -327,14 +327,7 @@ func (e *Engine) Rcpt(ctx context.Context, s *Session, raw, args string) (*Recip
 		return r, r.Decision
 	}
 	e.run(ctx, StageRcpt, s, r)
-	in := Input{Stage: StageRcpt, Ref: s.Ref, Whitelisted: s.Whitelisted(r)}
-	for _, f := range s.Findings() {
-		if f.Kind == KindAntispam && (f.Verdict == Reject || f.Verdict == Tempfail) {
-			in.Findings = append(in.Findings, f)
-		}
-	}
-	in.Findings = append(in.Findings, r.Findings...)
-	r.Decision = Analyze(in, e.params)
+	r.Decision = Analyze(Input{Stage: StageRcpt, Ref: s.Ref, Whitelisted: s.Whitelisted(r), Findings: rcptFindings(s, r)}, e.params)
 	return r, r.Decision
 }
 

@@ -36,6 +36,10 @@ type Session struct {
 
 	Headers []Header // the message header as received, in order
 
+	// ReadOnly asks stateful checks (greylisting) to decide without recording anything: `moat scan` judges a
+	// message without --update-state.
+	ReadOnly bool
+
 	mu       sync.Mutex
 	stage    Stage // the stage whose checks run now
 	connVals map[string]string
@@ -44,11 +48,6 @@ type Session struct {
 	msgF     []Finding // findings of mail, data and end-of-message stages
 	streams  []streamEntry
 }
-
-// FactLocalSubmission is the connection fact ("yes") the milter sets when the MTA says the session has no
-// network client at all (Sendmail's local submission, family "unknown"). A session merely lacking a client
-// IP is not vouched for.
-const FactLocalSubmission = "client/local"
 
 // TLSInfo holds the MTA's TLS macros.
 type TLSInfo struct {
@@ -72,6 +71,13 @@ type AuthInfo struct {
 // Authenticated reports whether the client authenticated with SMTP AUTH.
 func (a AuthInfo) Authenticated() bool { return a.Authen != "" }
 
+// Trusted reports whether the client is vouched for: authenticated with SMTP AUTH, or in relay's trusted
+// networks (FactTrustedNetwork). Checks that judge only strangers' mail (SPF, DMARC, rDNS, DNSBL, greylisting)
+// skip trusted clients, and DKIM signs only their mail.
+func (s *Session) Trusted() bool {
+	return s.Auth.Authenticated() || s.Get(FactTrustedNetwork) == "yes"
+}
+
 // Header is one header field as received. Value is everything after the colon, leading space included.
 type Header struct {
 	Name  string
@@ -88,6 +94,33 @@ type Recipient struct {
 
 // Accepted reports whether the recipient was accepted at RCPT time.
 func (r *Recipient) Accepted() bool { return r.Decision.Action.accepts() }
+
+// Refused reports whether the findings so far refuse the recipient: a refusal of its own (a check before the
+// caller in Order) or an anti-spam refusal of the message found before RCPT (DNSBL at connect, SPF at MAIL),
+// the same findings Engine.Rcpt hands the policy step. Dry-run verdicts never count. A check that keeps
+// state (greylisting) asks it so as not to record a recipient that is refused anyway.
+func (r *Recipient) Refused(s *Session) bool {
+	for _, f := range rcptFindings(s, r) {
+		if f.Verdict == Reject || f.Verdict == Tempfail {
+			return true
+		}
+	}
+	return false
+}
+
+// rcptFindings are the findings that decide a recipient: the anti-spam refusals of the message found before
+// RCPT, unless the recipient is white-listed, then the recipient's own.
+func rcptFindings(s *Session, r *Recipient) []Finding {
+	var out []Finding
+	if !s.Whitelisted(r) {
+		for _, f := range s.Findings() {
+			if f.Kind == KindAntispam && (f.Verdict == Reject || f.Verdict == Tempfail) {
+				out = append(out, f)
+			}
+		}
+	}
+	return append(out, r.Findings...)
+}
 
 // NewSession returns an empty session for a new connection.
 func NewSession() *Session {
@@ -110,7 +143,7 @@ func (s *Session) ResetMessage() {
 	s.msgF = nil
 }
 
-// Set records a fact for later checks, named "check/fact" (e.g. "spf/result" = "pass"). Facts set at the
+// Set records a fact for later checks, named "check/fact" (e.g. FactSPFResult = "pass"). Facts set at the
 // connect and helo stages last for the connection; others last for the message.
 func (s *Session) Set(key, value string) {
 	s.mu.Lock()

@@ -9,7 +9,7 @@
 // memory meanwhile (up to max_buffer), and the keys are fetched through moat's resolver as soon as the
 // header block is complete. At most max_signatures signatures are verified (the library is unbounded by
 // default). Each signature gives one Authentication-Results entry with header.d, header.s and header.b
-// (RFC 8601 section 2.7.1, RFC 6008), and the fact "dkim/pass-domains" lists the d= domains that passed, for
+// (RFC 8601 section 2.7.1, RFC 6008), and the fact policy.FactDKIMPassDomains lists the d= domains that passed, for
 // DMARC. A failing signature alone never refuses mail: by default results are only recorded. The fail and
 // temperror actions apply only when no signature passed: RFC 6376 section 6.1 treats a signature that does
 // not verify as if it were absent, so a broken signature next to a good one changes nothing. The d= domains
@@ -53,9 +53,6 @@ func init() {
 // up. The verifier reads the body as soon as the keys are in, so this bounds only the part that arrives during
 // the lookup; a message that outruns it gets temperror (and the temperror action).
 const DefaultMaxBuffer = 4 << 20
-
-// FactPassDomains lists the d= domains of passing signatures, comma separated.
-const FactPassDomains = "dkim/pass-domains"
 
 type verifyCfg struct {
 	MaxSignatures int             `toml:"max_signatures"`
@@ -261,7 +258,7 @@ func (st *stream) Finish(ctx context.Context) []policy.Finding {
 	if errors.Is(st.err, msgdkim.ErrTooManySignatures) && len(out) > 0 {
 		out[len(out)-1].Detail += fmt.Sprintf("; more than %d signatures, the rest ignored", st.c.maxSigs)
 	}
-	st.s.Set(FactPassDomains, strings.Join(dedupe(pass), ","))
+	st.s.Set(policy.FactDKIMPassDomains, strings.Join(dedupe(pass), ","))
 	return out
 }
 

@@ -3,7 +3,7 @@
 // The RFC5322.From domain (exactly one) is looked up at _dmarc.<domain>, then at the organizational domain
 // found with the public suffix list (RFC 7489 section 3.2 and 6.6.3). The identifiers are aligned with it,
 // relaxed or strict as the record says (section 3.1): the SPF result and domain of the "spf" check
-// ("spf/result", "spf/domain") and the passing DKIM domains of the "dkim" check ("dkim/pass-domains"). DMARC
+// (policy.FactSPFResult, policy.FactSPFDomain) and the passing DKIM domains of the "dkim" check (policy.FactDKIMPassDomains). DMARC
 // passes when either aligns.
 //
 // On failure the policy applies: p=, or sp= for a subdomain whose record came from the organizational
@@ -48,12 +48,6 @@ import (
 func init() {
 	policy.Register("dmarc", setup)
 }
-
-// Facts set for later checks.
-const (
-	FactResult = "dmarc/result" // pass, fail, none, temperror, permerror
-	FactPolicy = "dmarc/policy" // the disposition applied: none, quarantine, reject
-)
 
 type cfg struct {
 	ApplyPolicy  bool              `toml:"apply_policy"`
@@ -187,12 +181,12 @@ func fromDomain(s *policy.Session) (string, error) {
 
 // Message evaluates DMARC for the message.
 func (c *Check) Message(ctx context.Context, s *policy.Session, m policy.Message) []policy.Finding {
-	if s.Auth.Authenticated() || s.Get("relay/trusted") == "yes" {
+	if s.Trusted() {
 		return []policy.Finding{{Status: policy.StatusSkipped, Detail: "authenticated or trusted sender"}}
 	}
 	from, err := fromDomain(s)
 	if err != nil {
-		s.Set(FactResult, string(policy.StatusPermError))
+		s.Set(policy.FactDMARCResult, string(policy.StatusPermError))
 		f := policy.Finding{Status: policy.StatusPermError, Reason: "dmarc-bad-from", Detail: err.Error(),
 			AuthResult: &policy.AuthResult{Method: "dmarc", Result: "permerror", Reason: err.Error()}}
 		c.multipleFrom.Apply(&f, policy.Reply{Code: 550, Enhanced: "5.7.1",
@@ -202,7 +196,7 @@ func (c *Check) Message(ctx context.Context, s *policy.Session, m policy.Message
 	ar := &policy.AuthResult{Method: "dmarc", Props: []policy.Prop{{Type: "header", Property: "from", Value: from}}}
 	rec, recDomain, err := Lookup(ctx, c.res, from)
 	if err != nil {
-		s.Set(FactResult, string(policy.StatusTempError))
+		s.Set(policy.FactDMARCResult, string(policy.StatusTempError))
 		ar.Result = "temperror"
 		f := policy.Finding{Status: policy.StatusTempError, Reason: "dmarc-temperror", Err: err, AuthResult: ar,
 			Detail: "record lookup for " + from + " failed"}
@@ -211,15 +205,15 @@ func (c *Check) Message(ctx context.Context, s *policy.Session, m policy.Message
 		return []policy.Finding{f}
 	}
 	if rec == nil {
-		s.Set(FactResult, "none")
+		s.Set(policy.FactDMARCResult, "none")
 		ar.Result = "none"
 		return []policy.Finding{{Status: policy.StatusNone, AuthResult: ar, Detail: "no DMARC record for " + from}}
 	}
 
-	spfOK := s.Get("spf/result") == "pass" && Aligned(s.Get("spf/domain"), from, rec.StrictSPF)
+	spfOK := s.Get(policy.FactSPFResult) == "pass" && Aligned(s.Get(policy.FactSPFDomain), from, rec.StrictSPF)
 	var dkimOK bool
 	var dkimDomain string
-	for _, d := range strings.Split(s.Get("dkim/pass-domains"), ",") {
+	for _, d := range strings.Split(s.Get(policy.FactDKIMPassDomains), ",") {
 		if Aligned(d, from, rec.StrictDKIM) {
 			dkimOK, dkimDomain = true, d
 			break
@@ -231,17 +225,17 @@ func (c *Check) Message(ctx context.Context, s *policy.Session, m policy.Message
 	}
 	detail := fmt.Sprintf("from %s, record at %s: p=%s", from, recDomain, pol)
 	if spfOK || dkimOK {
-		s.Set(FactResult, "pass")
-		s.Set(FactPolicy, string(PolicyNone))
+		s.Set(policy.FactDMARCResult, "pass")
+		s.Set(policy.FactDMARCPolicy, string(PolicyNone))
 		ar.Result = "pass"
-		how := "spf " + s.Get("spf/domain")
+		how := "spf " + s.Get(policy.FactSPFDomain)
 		if dkimOK {
 			how = "dkim " + dkimDomain
 		}
 		return []policy.Finding{{Status: policy.StatusPass, AuthResult: ar, Detail: detail + ", aligned " + how}}
 	}
 	ar.Result = "fail"
-	s.Set(FactResult, "fail")
+	s.Set(policy.FactDMARCResult, "fail")
 	applied := pol
 	if rec.Percent < 100 && c.sample() >= rec.Percent {
 		// ../rfc/7489 section 6.6.4: outside the pct sample, apply the next less strict policy.
@@ -264,7 +258,7 @@ func (c *Check) Message(ctx context.Context, s *policy.Session, m policy.Message
 		applied = PolicyNone
 		detail += ", apply_policy off"
 	}
-	s.Set(FactPolicy, string(applied))
+	s.Set(policy.FactDMARCPolicy, string(applied))
 	f := policy.Finding{Status: policy.StatusFail, Reason: "dmarc-fail", AuthResult: ar, Detail: detail,
 		Tests: []string{"DMARC_FAIL_" + strings.ToUpper(string(pol))}}
 	switch applied {

@@ -9,7 +9,7 @@
 // HELO; the actions apply at MAIL, once moat knows whether the client authenticated (authenticated and
 // trusted clients are exempt), and rejections wait for RCPT so that white lists win.
 //
-// The fact "rdns/fcrdns" is "pass" or "fail" for later checks; "iprev" goes into Authentication-Results.
+// The fact policy.FactFCrDNS is "pass" or "fail" for later checks; "iprev" goes into Authentication-Results.
 //
 // # Configuration
 //
@@ -60,11 +60,10 @@ const (
 
 // Facts.
 const (
-	FactFCrDNS  = "rdns/fcrdns" // "pass" or "fail"
-	factNames   = "rdns/names"  // confirmed PTR names, comma separated
-	factConn    = "rdns/conn"   // reasons found at connect
-	factHelo    = "rdns/helo"   // reasons found at HELO
-	maxPTRNames = 10            // PTR names checked at most (RFC 8601 section 2.7.3 leaves it open; mox uses 10)
+	factNames   = "rdns/names" // confirmed PTR names, comma separated
+	factConn    = "rdns/conn"  // reasons found at connect
+	factHelo    = "rdns/helo"  // reasons found at HELO
+	maxPTRNames = 10           // PTR names checked at most (RFC 8601 section 2.7.3 leaves it open; mox uses 10)
 )
 
 var defaultWords = []string{"dsl", "adsl", "xdsl", "vdsl", "dyn", "dynamic", "dynip", "pool", "dhcp", "dialup",
@@ -217,14 +216,14 @@ func (c *Check) Connect(ctx context.Context, s *policy.Session) []policy.Finding
 	var reasons []string
 	switch r.Status {
 	case policy.StatusPass:
-		s.Set(FactFCrDNS, "pass")
+		s.Set(policy.FactFCrDNS, "pass")
 		f.Detail = "FCrDNS pass: " + strings.Join(r.Confirmed, ",")
 	case policy.StatusFail:
-		s.Set(FactFCrDNS, "fail")
+		s.Set(policy.FactFCrDNS, "fail")
 		f.Detail = "no PTR name resolves back: " + strings.Join(r.PTR, ",")
 		reasons = append(reasons, ReasonFCrDNSFail)
 	case policy.StatusPermError:
-		s.Set(FactFCrDNS, "fail")
+		s.Set(policy.FactFCrDNS, "fail")
 		f.Detail = "no PTR record"
 		reasons = append(reasons, ReasonNoPTR)
 	case policy.StatusTempError:
@@ -320,7 +319,7 @@ func (c *Check) Mail(ctx context.Context, s *policy.Session) []policy.Finding {
 	if len(reasons) == 0 {
 		return []policy.Finding{{Status: policy.StatusPass}}
 	}
-	if s.Auth.Authenticated() || s.Get("relay/trusted") == "yes" {
+	if s.Trusted() {
 		return []policy.Finding{{Status: policy.StatusSkipped, Detail: "authenticated or trusted client: " + strings.Join(reasons, ",")}}
 	}
 	var out []policy.Finding

@@ -7,7 +7,7 @@
 // and has an action of its own (helo_fail). Authenticated clients and clients in the trusted networks are
 // not checked.
 //
-// The facts "spf/result" (the RFC word) and "spf/domain" (the domain checked) are set for DMARC and
+// The facts policy.FactSPFResult (the RFC word) and policy.FactSPFDomain (the domain checked) are set for DMARC and
 // greylisting. Each result has an action: by default fail is refused with 550 5.7.23 (RFC 7372 section
 // 3.2), temperror is tempfailed with 451 4.7.24, softfail scores, the rest is recorded. Rejections wait for
 // RCPT so that white lists win.
@@ -44,12 +44,6 @@ import (
 func init() {
 	policy.Register("spf", setup)
 }
-
-// Facts set for later checks.
-const (
-	FactResult = "spf/result"
-	FactDomain = "spf/domain"
-)
 
 type cfg struct {
 	Pass      string `toml:"pass"`
@@ -118,7 +112,7 @@ func CheckHost(ctx context.Context, res *resolver.Resolver, ip netip.Addr, helo,
 
 // Mail checks the MAIL FROM and HELO identities.
 func (c *Check) Mail(ctx context.Context, s *policy.Session) []policy.Finding {
-	if s.Auth.Authenticated() || s.Get("relay/trusted") == "yes" {
+	if s.Trusted() {
 		return []policy.Finding{{Status: policy.StatusSkipped, Detail: "authenticated or trusted client"}}
 	}
 	if !s.ClientIP.IsValid() {
@@ -173,8 +167,8 @@ func (c *Check) Mail(ctx context.Context, s *policy.Session) []policy.Finding {
 		}
 		res, err = CheckHost(ctx, c.res, s.ClientIP, helo, identity[:strings.LastIndexByte(identity, '@')+1]+domain)
 	}
-	s.Set(FactResult, string(res))
-	s.Set(FactDomain, domain)
+	s.Set(policy.FactSPFResult, string(res))
+	s.Set(policy.FactSPFDomain, domain)
 
 	f := policy.Finding{Status: policy.Status(res), Reason: "spf-" + string(res), Err: errorOf(res, err),
 		Detail:     fmt.Sprintf("%s for %s from %s", res, identity, s.ClientIP),

@@ -6,7 +6,7 @@
 // syntax: "zen.example=127.0.0.[2..11]*3". Allow lists have negative weights. The weights of the lists that
 // list the client, its HELO domain and its sender domain add up; at or above the threshold the message is
 // refused (554 5.7.1) at RCPT, after the white lists had their say and only for clients that are neither
-// authenticated nor in the trusted networks. At or below allow_threshold the fact "dnsbl/allow"="yes" is set
+// authenticated nor in the trusted networks. At or below allow_threshold the fact policy.FactDNSWL="yes" is set
 // for later checks (greylisting).
 //
 // Queries to all IP lists run in parallel at connect, the HELO lists at HELO, the sender lists at MAIL. The
@@ -23,7 +23,7 @@
 //
 //	[checks.dnsbl]
 //	threshold = 3               # total weight that refuses
-//	allow_threshold = -1        # total weight at or below which "dnsbl/allow" is set
+//	allow_threshold = -1        # total weight at or below which policy.FactDNSWL is set
 //	score_factor = 0            # spam score added per unit of weight (0: none)
 //
 //	[[checks.dnsbl.lists]]
@@ -63,9 +63,8 @@ const (
 
 // Facts set for later checks.
 const (
-	FactAllow = "dnsbl/allow"
-	factIP    = "dnsbl/ip"   // "weight|zone1,zone2"
-	factHelo  = "dnsbl/helo" // same, for the HELO lists
+	factIP   = "dnsbl/ip"   // "weight|zone1,zone2"
+	factHelo = "dnsbl/helo" // same, for the HELO lists
 )
 
 type listType int
@@ -240,7 +239,7 @@ func (c *Check) Connect(ctx context.Context, s *policy.Session) []policy.Finding
 	r := c.query(ctx, typeIP, q)
 	s.Set(factIP, encodeFact(r))
 	if r.weight <= c.c.AllowThreshold && len(r.hits) > 0 {
-		s.Set(FactAllow, "yes")
+		s.Set(policy.FactDNSWL, "yes")
 	}
 	return []policy.Finding{c.finding(r, "client "+s.ClientIP.String())}
 }
@@ -306,7 +305,7 @@ func (c *Check) Mail(ctx context.Context, s *policy.Session) []policy.Finding {
 	if total < c.c.Threshold {
 		return []policy.Finding{f}
 	}
-	if s.Auth.Authenticated() || s.Get("relay/trusted") == "yes" {
+	if s.Trusted() {
 		f.Detail += "; not refused: client authenticated or trusted"
 		f.Score, f.Scored = 0, false
 		return []policy.Finding{f}

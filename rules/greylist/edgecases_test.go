@@ -35,7 +35,7 @@ func TestAutoWhitelistSurvivesSPFPass(t *testing.T) {
 	}
 	sv := alice
 	sv.from = "new@spf.example"
-	sv.facts = map[string]string{"spf/result": "pass", "spf/domain": "spf.example"}
+	sv.facts = map[string]string{policy.FactSPFResult: "pass", policy.FactSPFDomain: "spf.example"}
 	f := rcpt(t, c, session(t, sv), "bob@example.org")
 	wantPass(t, f, ReasonWhitelisted)
 	if !strings.Contains(f.Detail, "client=spf:spf.example") {

@@ -21,7 +21,7 @@
 //
 // # Skipped
 //
-// Authenticated clients, trusted networks ("relay/trusted"), DNSWL hits ("dnsbl/allow"), local submissions
+// Authenticated clients, trusted networks (policy.FactTrustedNetwork), DNSWL hits (policy.FactDNSWL), local submissions
 // (no client IP), recipients already refused by an earlier check, and messages an anti-spam check already
 // rejects. White-listed senders are skipped by the engine (the check is of kind antispam). With
 // suspicious_only, clients with forward-confirmed reverse DNS that also pass SPF are skipped. Every setting
@@ -36,7 +36,7 @@
 //
 // A message that passes after a delay gets "X-Greylist: delayed N seconds by moat-VERSION; DATE", after
 // milter-greylist's header, once per message; never in dry run, where nothing was delayed. `moat scan`
-// (session fact "moat/dry-state" = "yes") computes the decision without changing the stored state.
+// (Session.ReadOnly) computes the decision without changing the stored state.
 package greylist
 
 import (
@@ -328,13 +328,13 @@ func (c *Check) Rcpt(ctx context.Context, s *policy.Session, r *policy.Recipient
 	switch {
 	case s.Auth.Authenticated():
 		return skipped(ReasonAuthenticated)
-	case s.Get("relay/trusted") == "yes":
+	case s.Get(policy.FactTrustedNetwork) == "yes":
 		return skipped(ReasonTrusted)
-	case s.Get("dnsbl/allow") == "yes":
+	case s.Get(policy.FactDNSWL) == "yes":
 		return skipped(ReasonDNSWL)
 	case !s.ClientIP.IsValid():
 		return skipped(ReasonLocal)
-	case refused(s, r):
+	case r.Refused(s):
 		// Do not record triplets for recipients that are refused anyway (a dictionary attack would fill
 		// the store).
 		return skipped(ReasonRefused)
@@ -343,13 +343,13 @@ func (c *Check) Rcpt(ctx context.Context, s *policy.Session, r *policy.Recipient
 	if !enabled {
 		return skipped(ReasonDomainOff)
 	}
-	spfPass := s.Get("spf/result") == "pass"
-	if suspiciousOnly && spfPass && s.Get("rdns/fcrdns") == "pass" {
+	spfPass := s.Get(policy.FactSPFResult) == "pass"
+	if suspiciousOnly && spfPass && s.Get(policy.FactFCrDNS) == "pass" {
 		return skipped(ReasonNotSuspicious)
 	}
 	spfDomain := ""
 	if c.cfg.GroupBySPF && spfPass {
-		spfDomain = s.Get("spf/domain")
+		spfDomain = s.Get(policy.FactSPFDomain)
 	}
 	req := store.GreyRequest{
 		Triplet: store.Triplet{
@@ -364,7 +364,7 @@ func (c *Check) Rcpt(ctx context.Context, s *policy.Session, r *policy.Recipient
 		Helo:     cleanHelo(s.Helo),
 		Now:      c.now(),
 		Params:   c.params(delay),
-		ReadOnly: s.Get("moat/dry-state") == "yes",
+		ReadOnly: s.ReadOnly,
 	}
 	res, err := c.decide(ctx, req)
 	detail := fmt.Sprintf("client=%s sender=%s rcpt=%s id=%s", req.Client, req.Sender, req.Rcpt, req.ID())
@@ -452,22 +452,6 @@ func (c *Check) decide(ctx context.Context, req store.GreyRequest) (store.GreyRe
 func HeaderValue(delayed time.Duration, now time.Time) string {
 	return fmt.Sprintf(" delayed %d seconds by moat-%s; %s", int(delayed.Seconds()), policy.Version,
 		now.Format(time.RFC1123Z))
-}
-
-// refused reports whether an earlier check refused this recipient, or an anti-spam check refuses the whole
-// message (those rejections are applied at RCPT).
-func refused(s *policy.Session, r *policy.Recipient) bool {
-	for _, f := range r.Findings {
-		if f.Verdict == policy.Reject || f.Verdict == policy.Tempfail {
-			return true
-		}
-	}
-	for _, f := range s.Findings() {
-		if f.Kind == policy.KindAntispam && f.Verdict == policy.Reject {
-			return true
-		}
-	}
-	return false
 }
 
 // headerAdded reports whether an accepted earlier recipient of this message already carries our header.

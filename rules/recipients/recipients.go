@@ -22,7 +22,7 @@
 //
 // A recipient without a domain (RCPT TO:<nobody>) gets the MTA's default domain (Postfix appends $myorigin).
 // With unqualified_domain set to that domain, a bare user is checked as user@unqualified_domain. Without it,
-// a bare user from a client that is neither trusted (fact "relay/trusted") nor authenticated is refused with
+// a bare user from a client that is neither trusted (fact policy.FactTrustedNetwork) nor authenticated is refused with
 // "550 5.1.3 <nobody>: need fully-qualified address"; "postmaster" is always accepted (RFC 5321 section
 // 4.5.1), and trusted or authenticated clients' bare users are left to the MTA.
 //
@@ -197,7 +197,7 @@ func (c *Check) Rcpt(_ context.Context, s *policy.Session, r *policy.Recipient) 
 		case strings.EqualFold(a.Local, "postmaster") && !strings.ContainsAny(a.Local, "@%!"):
 			// RFC 5321 section 4.5.1: RCPT TO:<Postmaster> without a domain MUST be supported.
 			return []policy.Finding{{Status: policy.StatusPass, Reason: "recipient-known", Detail: "unqualified postmaster is always accepted"}}
-		case s.Get(relay.FactTrusted) == "yes" || s.Auth.Authenticated():
+		case s.Get(policy.FactTrustedNetwork) == "yes" || s.Auth.Authenticated():
 			return []policy.Finding{{Status: policy.StatusNone, Detail: "unqualified recipient from a trusted or authenticated client not checked"}}
 		}
 		f := policy.Rejectf(policy.StatusFail, ReasonUnqualified, 550, "5.1.3", "<%s>: %s", shown, relay.UnqualifiedText)

@@ -81,10 +81,10 @@ func TestLocalSubmissionNeedsFact(t *testing.T) {
 			}
 			s := policy.NewSession()
 			if tt.local {
-				s.Set(relay.FactLocalSubmission, "yes")
+				s.Set(policy.FactLocalSubmission, "yes")
 			}
 			e.Connect(ctx, s)
-			if got := s.Get(relay.FactTrusted) == "yes"; got != tt.trusted {
+			if got := s.Get(policy.FactTrustedNetwork) == "yes"; got != tt.trusted {
 				t.Errorf("relay/trusted = %v, want %v", got, tt.trusted)
 			}
 		})

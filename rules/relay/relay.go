@@ -36,7 +36,7 @@
 //
 // # Facts
 //
-// At connect the check sets "relay/trusted" = "yes" for clients in trusted networks. A session without a
+// At connect the check sets policy.FactTrustedNetwork = "yes" for clients in trusted networks. A session without a
 // client IP is trusted only when trust_local_submission is on and the session carries the fact
 // "client/local" = "yes", which the milter sets for a submission the MTA reports as local (no network
 // client); the absence of an IP alone proves nothing.
@@ -61,14 +61,6 @@ import (
 
 // Name is the check's registered name.
 const Name = "relay"
-
-// FactTrusted is the session fact set at connect for clients in trusted networks.
-const FactTrusted = "relay/trusted"
-
-// FactLocalSubmission is the connection fact that says the session is a local submission (no network client):
-// set to "yes" by the milter when the MTA reports one, and by moat scan when asked to play one. Without it a
-// session without a client IP is not a local submission.
-const FactLocalSubmission = policy.FactLocalSubmission
 
 // Reply texts and reasons.
 const (
@@ -177,12 +169,12 @@ func (c *Check) Kind() policy.Kind { return policy.KindAccess }
 func (c *Check) LocalDomains() *lists.Domains { return c.local }
 
 // Trusted reports whether the session's client is in a trusted network, or is a local submission (the session
-// says so with FactLocalSubmission) and trust_local_submission is on. A session without a client IP is not
+// says so with policy.FactLocalSubmission) and trust_local_submission is on. A session without a client IP is not
 // trusted for that alone: an MTA reports some network clients without one (Sendmail's family "unknown",
 // a unix-domain socket), and moat scan runs without one unless told otherwise.
 func (c *Check) Trusted(s *policy.Session) bool {
 	if !s.ClientIP.IsValid() {
-		return c.cfg.TrustLocalSubmission && s.Get(FactLocalSubmission) == "yes"
+		return c.cfg.TrustLocalSubmission && s.Get(policy.FactLocalSubmission) == "yes"
 	}
 	return c.trusted.Contains(s.ClientIP)
 }
@@ -192,7 +184,7 @@ func (c *Check) Connect(_ context.Context, s *policy.Session) []policy.Finding {
 	if !c.Trusted(s) {
 		return []policy.Finding{{Status: policy.StatusNone, Detail: "client not in trusted networks"}}
 	}
-	s.Set(FactTrusted, "yes")
+	s.Set(policy.FactTrustedNetwork, "yes")
 	return []policy.Finding{{Status: policy.StatusPass, Reason: "trusted-network", Detail: clientString(s.ClientIP) + " is trusted"}}
 }
 

@@ -10,13 +10,6 @@ import (
 	"github.com/moatmail/moat/policy"
 )
 
-// Session facts read as proof (set by auth/spf and auth/dkim).
-const (
-	FactSPFResult = "spf/result"
-	FactSPFDomain = "spf/domain"
-	FactDKIMPass  = "dkim/pass-domains"
-)
-
 // proofState is the outcome of checking an entry's proof.
 type proofState uint8
 
@@ -35,9 +28,9 @@ func check(e *Entry, s *policy.Session, snd sender, atEOM bool) (proofState, str
 	if snd.domain == "" {
 		return failed, ""
 	}
-	if e.Proof&ProofSPF != 0 && s.Get(FactSPFResult) == "pass" {
+	if e.Proof&ProofSPF != 0 && s.Get(policy.FactSPFResult) == "pass" {
 		// SPF checked the MAIL FROM domain (RFC 7208 section 2.4); accept it for that domain or a parent.
-		if d := addr.Domain(s.Get(FactSPFDomain)); d != "" && isSelfOrParent(d, snd.domain) {
+		if d := addr.Domain(s.Get(policy.FactSPFDomain)); d != "" && isSelfOrParent(d, snd.domain) {
 			return proven, "spf:" + d
 		}
 	}
@@ -57,7 +50,7 @@ func check(e *Entry, s *policy.Session, snd sender, atEOM bool) (proofState, str
 	}
 	if e.Proof&ProofDMARC != 0 {
 		if from, ok := headerFromDomain(s); ok && aligned(from, snd.domain) {
-			if s.Get(FactSPFResult) == "pass" && aligned(addr.Domain(s.Get(FactSPFDomain)), from) {
+			if s.Get(policy.FactSPFResult) == "pass" && aligned(addr.Domain(s.Get(policy.FactSPFDomain)), from) {
 				return proven, "dmarc:" + from + "(spf)"
 			}
 			for _, d := range dkim {
@@ -104,7 +97,7 @@ func orgDomain(d string) string {
 
 func dkimPassDomains(s *policy.Session) []string {
 	var out []string
-	for _, d := range strings.Split(s.Get(FactDKIMPass), ",") {
+	for _, d := range strings.Split(s.Get(policy.FactDKIMPassDomains), ",") {
 		if d = addr.Domain(d); d != "" {
 			out = append(out, d)
 		}
