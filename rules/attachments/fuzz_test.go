@@ -1,0 +1,72 @@
+package attachments
+
+import (
+	"context"
+	"io"
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+// FuzzWalk feeds arbitrary messages to the MIME walker and the whole inspection: they must never panic,
+// never hand out more parts than the limit, and keep every limit error an ErrLimit.
+func FuzzWalk(f *testing.F) {
+	f.Add(nested)
+	f.Add("Content-Type: multipart/mixed; boundary=a\r\n\r\n--a\r\nContent-Type: application/zip; name=x.zip\r\nContent-Transfer-Encoding: base64\r\n\r\nUEsDBAo=\r\n--a--\r\n")
+	f.Add("Content-Type: multipart/mixed; boundary=\"\"\r\n\r\n--\r\n\r\n----\r\n")
+	f.Add("Content-Type: message/rfc822\r\n\r\nContent-Type: message/rfc822\r\n\r\n")
+	f.Add("\r\n\r\n")
+	f.Fuzz(func(t *testing.T, msg string) {
+		lim := Limits{MaxDepth: 8, MaxParts: 50, MaxHeaderBytes: 2048}
+		leaves := 0
+		res, err := Walk(strings.NewReader(msg), lim, func(e *Entity, body io.Reader) error {
+			leaves++
+			_, err := io.Copy(io.Discard, body)
+			return err
+		})
+		if res.Parts > lim.MaxParts+1 || leaves > res.Parts {
+			t.Fatalf("parts %d, leaves %d", res.Parts, leaves)
+		}
+		if err != nil && !strings.Contains(err.Error(), "mime limit") {
+			t.Fatalf("unexpected error %v", err)
+		}
+		facts, err := Inspect(context.Background(), strings.NewReader(msg), lim,
+			ArchiveLimits{Depth: 2, MaxEntries: 100, MaxTotal: 1 << 20, MaxRatio: 100, MaxSize: 1 << 20, MemoryBuffer: 1 << 20})
+		if err != nil {
+			t.Fatalf("Inspect: %v", err)
+		}
+		_ = facts
+	})
+}
+
+// FuzzNames feeds arbitrary Content-Disposition values to the parameter parser, the name decoders and the
+// normaliser: never a panic, always valid UTF-8 out, no bidi control or trailing dot left in a normalised
+// name, bounded length.
+func FuzzNames(f *testing.F) {
+	for _, s := range []string{
+		`attachment; filename="a.txt"`, `attachment; filename*=UTF-8''%E2%80%AE.exe`,
+		`attachment; filename*0*=utf-8''%C3; filename*1="b"`, `inline; filename="=?utf-8?b?YS5leGU=?="`,
+		`attachment; filename="a.ex%65. "`, `;;;=;"`, `attachment; filename*99999999999999999999=x`,
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		e := &Entity{}
+		e.Disposition, e.DispParams = parseParams(v)
+		e.MediaType, e.Params = parseParams(v)
+		for _, raw := range rawNames(e) {
+			n := NormalizeName(raw)
+			if !utf8.ValidString(n.Norm) {
+				t.Fatalf("invalid UTF-8 %q from %q", n.Norm, raw)
+			}
+			if strings.HasSuffix(n.Norm, ".") || strings.HasSuffix(n.Norm, " ") || strings.ContainsAny(n.Norm, "\u202E\u202D\u2066\u200B") {
+				t.Fatalf("normalised %q from %q keeps a trick", n.Norm, raw)
+			}
+			if utf8.RuneCountInString(n.Norm) > 4*maxNameLen {
+				t.Fatalf("normalised name of %d characters", utf8.RuneCountInString(n.Norm))
+			}
+			_ = escapeName(raw)
+			_ = token(raw)
+		}
+	})
+}
