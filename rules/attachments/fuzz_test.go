@@ -5,6 +5,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 )
 
@@ -30,12 +31,21 @@ func FuzzWalk(f *testing.F) {
 		if err != nil && !strings.Contains(err.Error(), "mime limit") {
 			t.Fatalf("unexpected error %v", err)
 		}
-		facts, err := Inspect(context.Background(), strings.NewReader(msg), lim,
-			ArchiveLimits{Depth: 2, MaxEntries: 100, MaxTotal: 1 << 20, MaxRatio: 100, MaxSize: 1 << 20, MemoryBuffer: 1 << 20})
-		if err != nil {
-			t.Fatalf("Inspect: %v", err)
+		// A hang is a failure too: the input is reported instead of stalling the fuzzer.
+		done := make(chan error, 1)
+		go func() {
+			_, err := Inspect(context.Background(), strings.NewReader(msg), lim,
+				ArchiveLimits{Depth: 2, MaxEntries: 100, MaxTotal: 1 << 20, MaxRatio: 100, MaxSize: 1 << 20, MemoryBuffer: 1 << 20})
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("Inspect: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("Inspect still running after 5s on %q", msg)
 		}
-		_ = facts
 	})
 }
 
