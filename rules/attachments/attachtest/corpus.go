@@ -361,3 +361,59 @@ func Corpus(dir string) (cases []Case, missing []string) {
 const Config = `[checks.attachments]
 macros = "quarantine"
 `
+
+// Mixed is the benchmark corpus: mail as a gateway sees it, mostly plain text and HTML, some ordinary
+// attachments (PDF, DOCX, zip of documents, images), and the corpus's hostile cases, n messages in all.
+func Mixed(n int) [][]byte {
+	rng := uint32(7)
+	next := func() uint32 { rng = rng*1664525 + 1013904223; return rng }
+	random := func(size int) []byte {
+		b := make([]byte, size)
+		for i := range b {
+			b[i] = byte(next() >> 24)
+		}
+		return b
+	}
+	text := strings.Repeat("Minutes of the weekly meeting: budget, schedule, review of the release plan.\r\n", 60)
+	hostile, _ := Corpus("")
+	var out [][]byte
+	for i := 0; len(out) < n; i++ {
+		switch i % 10 {
+		case 0, 1, 2, 3:
+			out = append(out, []byte(fmt.Sprintf("From: <%s>\r\nTo: <%s>\r\nSubject: text %d\r\nMessage-ID: <t%d@example.org>\r\n\r\n%s", Sender, Rcpt, i, i, text)))
+		case 4:
+			out = append(out, Message(fmt.Sprintf("pdf %d", i), Attachment{Header: Named("application/pdf", "report.pdf"), Data: append(PDF(), random(60<<10)...)}))
+		case 5:
+			out = append(out, Message(fmt.Sprintf("docx %d", i), Attachment{Header: Named("application/vnd.openxmlformats-officedocument.wordprocessingml.document", "minutes.docx"), Data: Docx()}))
+		case 6:
+			out = append(out, Message(fmt.Sprintf("zip %d", i), Attachment{Header: Named("application/zip", "documents.zip"),
+				Data: Zip(ZipFile{Name: "a.pdf", Data: PDF()}, ZipFile{Name: "b.txt", Data: []byte(text)}, ZipFile{Name: "photo.jpg", Data: random(30 << 10), Store: true})}))
+		case 7:
+			out = append(out, Message(fmt.Sprintf("image %d", i), Attachment{Header: Named("image/jpeg", "photo.jpg"), Data: append([]byte{0xFF, 0xD8, 0xFF, 0xE0}, random(120<<10)...)}))
+		default:
+			out = append(out, hostile[(i/10)%len(hostile)].Message)
+		}
+	}
+	return out
+}
+
+// Big is a message of about size bytes in parts attachments (base64 data of random bytes, every 50th a zip),
+// for measuring the memory of a walk.
+func Big(size, parts int) []byte {
+	per := size / parts * 3 / 4 // base64 grows data by 4/3
+	var atts []Attachment
+	rng := uint32(11)
+	for i := 0; i < parts; i++ {
+		data := make([]byte, per)
+		for j := range data {
+			rng = rng*1664525 + 1013904223
+			data[j] = byte(rng >> 24)
+		}
+		if i%50 == 49 {
+			atts = append(atts, Attachment{Header: Named("application/zip", fmt.Sprintf("archive-%d.zip", i)), Data: Zip(ZipFile{Name: "data.bin", Data: data, Store: true})})
+			continue
+		}
+		atts = append(atts, Attachment{Header: Named("application/octet-stream", fmt.Sprintf("data-%d.bin", i)), Data: data})
+	}
+	return Message("big", atts...)
+}
