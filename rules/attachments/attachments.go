@@ -150,7 +150,7 @@ func DefaultConfig() Config {
 		MIMELimit:         "reject",
 		MaxDepth:          20,
 		MaxParts:          2000,
-		MaxHeaderSize:     64 << 10,
+		MaxHeaderSize:     100 << 10, // Postfix's header_size_limit
 		ArchiveDepth:      3,
 		ArchiveMaxEntries: 10000,
 		ArchiveMaxTotal:   200 << 20,
