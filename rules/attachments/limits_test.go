@@ -39,7 +39,7 @@ func TestArchiveBounds(t *testing.T) {
 	nested := attachtest.Zip(attachtest.ZipFile{Name: "in.zip", Data: attachtest.Zip(large...), Store: true})
 	tests := []struct {
 		name, table, want string
-		data               []byte
+		data              []byte
 	}{
 		{"entries", "archive_max_entries = 20", "more than 20 archive entries", attachtest.Zip(many...)},
 		{"total", "archive_max_total = \"1M\"", "more than 1048576 bytes uncompressed", attachtest.Zip(large...)},
