@@ -53,6 +53,9 @@ type ArchiveLimits struct {
 	TempDir      string
 }
 
+// max7zOpened bounds the files of one 7z archive whose content is sniffed.
+const max7zOpened = 1000
+
 // headSize is how much of each object's content is read to sniff its type.
 const headSize = 4096
 
@@ -233,6 +236,13 @@ func (in *inspector) container(o *Object, kind string, sp *spill, depth int) {
 		return
 	}
 	var err error
+	// A reader of a third-party format that panics on hostile input makes the archive unreadable, not the
+	// message a tempfail.
+	defer func() {
+		if p := recover(); p != nil {
+			o.Unread = fmt.Sprintf("%s: reader failed: %v", kind, p)
+		}
+	}()
 	switch kind {
 	case "zip":
 		err = in.zip(o, sp, depth)
@@ -544,7 +554,7 @@ func (in *inspector) sevenZip(o *Object, sp *spill, depth int) error {
 		o.Limit = fmt.Sprintf("more than %d bytes uncompressed", in.lim.MaxTotal)
 		return nil
 	}
-	for _, f := range zr.File {
+	for i, f := range zr.File {
 		if err := in.entry(o, 0); err != nil {
 			return nil
 		}
@@ -552,6 +562,11 @@ func (in *inspector) sevenZip(o *Object, sp *spill, depth int) error {
 			continue
 		}
 		c := in.child(o, f.Name)
+		if i >= max7zOpened {
+			// Names only past this: reading a file of a solid block decompresses the block up to it.
+			in.facts.Objects = append(in.facts.Objects, c)
+			continue
+		}
 		rc, err := f.Open()
 		if err != nil {
 			in.memberErr(&c, err)

@@ -1,6 +1,8 @@
 package attachments
 
 import (
+	"archive/zip"
+	"bytes"
 	"context"
 	"io"
 	"strings"
@@ -79,4 +81,53 @@ func FuzzNames(f *testing.F) {
 			_ = token(raw)
 		}
 	})
+}
+
+// FuzzContainers feeds arbitrary bytes to every archive and document reader as if an attachment of that
+// kind held them: never a panic or a hang, and the bounds hold.
+func FuzzContainers(f *testing.F) {
+	f.Add(attachtestZip())
+	f.Add([]byte("Rar!\x1a\x07\x00\x00\x00\x73\x00\x00\x0d\x00"))
+	f.Add([]byte("7z\xbc\xaf\x27\x1c\x00\x04"))
+	f.Add(append([]byte{0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1}, make([]byte, 600)...))
+	f.Add([]byte("\x1f\x8b\x08\x00\x00\x00\x00\x00"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		for _, kind := range []string{"zip", "tar", "gzip", "bzip2", "rar", "7z", "ole"} {
+			in := &inspector{ctx: context.Background(), facts: &Facts{},
+				lim: ArchiveLimits{Depth: 2, MaxEntries: 50, MaxTotal: 1 << 20, MaxRatio: 100, MaxSize: 1 << 20, MemoryBuffer: 1 << 20}}
+			sp := &spill{memLimit: 1 << 20, max: 1 << 20}
+			sp.Write(data)
+			done := make(chan struct{})
+			o := Object{Where: "1"}
+			go func() {
+				defer close(done)
+				in.container(&o, kind, sp, 1)
+			}()
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				t.Fatalf("%s reader still running after 5s on %q", kind, data)
+			}
+			// Past a bound (entries, or declared and read bytes), the inspection must have stopped with a limit.
+			if in.entries > 50 || in.total > 1<<20 {
+				limited := false
+				for _, x := range in.facts.Objects {
+					limited = limited || x.Limit != ""
+				}
+				if !limited || in.entries > 51 {
+					t.Fatalf("%s: %d entries, %d bytes counted, no archive limit recorded", kind, in.entries, in.total)
+				}
+			}
+		}
+	})
+}
+
+// attachtestZip is a small zip with a nested zip, as a seed.
+func attachtestZip() []byte {
+	var b bytes.Buffer
+	w := zip.NewWriter(&b)
+	fw, _ := w.Create("a/b.exe")
+	fw.Write([]byte("MZ"))
+	w.Close()
+	return b.Bytes()
 }
