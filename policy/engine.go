@@ -476,7 +476,9 @@ func (e *Engine) EOM(ctx context.Context, s *Session, m Message) Outcome {
 	score, scored := 0.0, false
 	var counted []Finding
 	for _, f := range all {
-		if f.Kind == KindAntispam && !f.DryRun {
+		// Anti-spam and virus-kind scores count (an attachment rule's score:N acts for white-listed senders
+		// too); access control never scores.
+		if (f.Kind == KindAntispam || f.Kind == KindVirus) && !f.DryRun {
 			score += f.Score
 		}
 		if f.Scored {

@@ -1,29 +1,29 @@
 package attachments
 
-// This file is the only one of the package that uses the ordered-list matcher of rules/barring, the list
-// helpers of rules/relay and the action words of auth/resolver/action, so that each import can be repointed
-// in one line when they move.
+// This file is the only one of the package that uses the ordered-list matcher (internal/wildcard), the list
+// helpers (internal/lists) and the action words (policy/action).
 
 import (
 	"fmt"
 	"strings"
 
-	"github.com/moatmail/moat/auth/resolver/action"
 	"github.com/moatmail/moat/config"
+	"github.com/moatmail/moat/internal/addr"
+	"github.com/moatmail/moat/internal/lists"
+	"github.com/moatmail/moat/internal/wildcard"
 	"github.com/moatmail/moat/policy"
-	"github.com/moatmail/moat/rules/barring"
-	"github.com/moatmail/moat/rules/relay"
+	"github.com/moatmail/moat/policy/action"
 )
 
 // orderedList is the concatenation of ordered lists in the barring syntax (a built-in list, the configured
 // one, a domain override's): read top to bottom, the last matching line of all decides.
 type orderedList struct {
-	parts []*barring.List
+	parts []*wildcard.List
 }
 
 // match reports whether s is barred, and the rule that decided ("" when no line matched).
 func (l orderedList) match(s string) (barred bool, rule string) {
-	subj := barring.NewSubject(s)
+	subj := wildcard.NewSubject(s)
 	for i := len(l.parts) - 1; i >= 0; i-- {
 		if b, r := l.parts[i].Match(subj); r != nil {
 			return b, ruleText(r)
@@ -40,15 +40,15 @@ func (l orderedList) len() int {
 	return n
 }
 
-func (l orderedList) with(more *barring.List) orderedList {
+func (l orderedList) with(more *wildcard.List) orderedList {
 	if more == nil || more.Len() == 0 {
 		return l
 	}
-	return orderedList{parts: append(append([]*barring.List(nil), l.parts...), more)}
+	return orderedList{parts: append(append([]*wildcard.List(nil), l.parts...), more)}
 }
 
 // ruleText is a rule as written, "~" included, and where it comes from when it is a file's line.
-func ruleText(r *barring.Rule) string {
+func ruleText(r *wildcard.Rule) string {
 	p := r.Pattern.String()
 	if r.Exclude {
 		p = "~" + p
@@ -62,12 +62,12 @@ func ruleText(r *barring.Rule) string {
 const builtinSource = "built-in list"
 
 // builtinList compiles a list fixed in code.
-func builtinList(patterns []string) *barring.List {
+func builtinList(patterns []string) *wildcard.List {
 	lines := make([]config.ListLine, len(patterns))
 	for i, p := range patterns {
 		lines[i] = config.ListLine{Text: p, Source: builtinSource, Line: i + 1}
 	}
-	l, err := barring.ParseList(lines)
+	l, err := wildcard.ParseList(lines)
 	if err != nil {
 		panic(err)
 	}
@@ -75,11 +75,11 @@ func builtinList(patterns []string) *barring.List {
 }
 
 // loadList reads an ordered list from an inline key and a list file; errors name the file, line and key.
-func loadList(sec *config.Section, key string, inline []string, fileKey, file string) (*barring.List, error) {
-	var out *barring.List
+func loadList(sec *config.Section, key string, inline []string, fileKey, file string) (*wildcard.List, error) {
+	var out *wildcard.List
 	var all []config.ListLine
-	err := relay.ParseLists(sec, key, inline, fileKey, file, func(lines []config.ListLine) error {
-		if _, err := barring.ParseList(lines); err != nil {
+	err := lists.Load(sec, key, inline, fileKey, file, func(lines []config.ListLine) error {
+		if _, err := wildcard.ParseList(lines); err != nil {
 			return err
 		}
 		all = append(all, lines...)
@@ -88,7 +88,7 @@ func loadList(sec *config.Section, key string, inline []string, fileKey, file st
 	if err != nil {
 		return nil, err
 	}
-	out, err = barring.ParseList(all)
+	out, err = wildcard.ParseList(all)
 	if err != nil {
 		return nil, sec.Errorf(key, "%v", err)
 	}
@@ -96,15 +96,15 @@ func loadList(sec *config.Section, key string, inline []string, fileKey, file st
 }
 
 // domainSet is a set of recipient domains ("example.com", or ".example.com" for it and its subdomains).
-type domainSet struct{ d *relay.Domains }
+type domainSet struct{ d *lists.Domains }
 
 func loadDomains(sec *config.Section, key string, inline []string, fileKey, file string) (domainSet, error) {
-	d, err := relay.LoadDomains(sec, key, inline, fileKey, file)
+	d, err := lists.LoadDomains(sec, key, inline, fileKey, file, nil)
 	return domainSet{d}, err
 }
 
 func (s domainSet) contains(domain string) bool {
-	return s.d != nil && s.d.Contains(relay.CanonDomain(policy.NormalizeDomain(domain)))
+	return s.d != nil && s.d.Contains(addr.Domain(domain))
 }
 
 func (s domainSet) len() int {
