@@ -18,8 +18,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -97,19 +95,6 @@ func BenchmarkPostfixCost(b *testing.B) {
 	}
 }
 
-func rssKiB(pid int) (int64, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			return strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-		}
-	}
-	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
-}
-
 func BenchmarkRSS50MB1000Parts(b *testing.B) {
 	stack.Need(b, "postfix")
 	s := startSite(b, "attach-bench-rss", "[checks.attachments]\n", map[string]string{"message_size_limit": strconv.Itoa(200 << 20)})
@@ -118,44 +103,24 @@ func BenchmarkRSS50MB1000Parts(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		sendOne(b, s.postfix.Addr, attachtest.Mixed(1)[0]) // warm up
 		time.Sleep(500 * time.Millisecond)
-		base, err := rssKiB(pid)
+		rss, err := stack.StartRSSPeak(pid)
 		if err != nil {
 			b.Fatal(err)
 		}
-		var peak atomic.Int64
-		peak.Store(base)
-		stop := make(chan struct{})
-		var wg sync.WaitGroup
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			t := time.NewTicker(5 * time.Millisecond)
-			defer t.Stop()
-			for {
-				select {
-				case <-stop:
-					return
-				case <-t.C:
-				}
-				if v, err := rssKiB(pid); err == nil && v > peak.Load() {
-					peak.Store(v)
-				}
-			}
-		}()
+		base := rss.Base
 		elapsed := sendOne(b, s.postfix.Addr, msg)
-		close(stop)
-		wg.Wait()
+		peak := rss.Stop()
 		for deadline := time.Now().Add(10 * time.Second); strings.Count(s.moat.Log(), `checks="attachments=clean"`) < 2*(i+1); {
 			if time.Now().After(deadline) {
 				b.Fatalf("the big message was not checked clean:\n%s", s.moat.Log())
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
-		growth := float64(peak.Load()-base) / 1024
+		growth := float64(peak-base) / 1024
 		b.ReportMetric(float64(base)/1024, "base_RSS_MiB")
-		b.ReportMetric(float64(peak.Load())/1024, "peak_RSS_MiB")
+		b.ReportMetric(float64(peak)/1024, "peak_RSS_MiB")
 		b.ReportMetric(growth, "growth_MiB")
 		b.Logf("moat RSS %.1f MiB before, %.1f MiB at peak while a %d MB message of 1000 parts passed in %v: growth %.1f MiB (target < 16)",
-			float64(base)/1024, float64(peak.Load())/1024, len(msg)>>20, elapsed.Round(time.Millisecond), growth)
+			float64(base)/1024, float64(peak)/1024, len(msg)>>20, elapsed.Round(time.Millisecond), growth)
 	}
 }
