@@ -8,6 +8,8 @@ import (
 	"runtime/debug"
 	"sync"
 	"time"
+
+	"github.com/moatmail/moat/internal/addr"
 )
 
 // Engine runs the configured checks stage by stage and applies the policy step. One Engine exists per loaded
@@ -90,7 +92,7 @@ func (e *Engine) Helo(ctx context.Context, s *Session) Decision {
 // runs the mail-stage checks. A malformed address is refused here, with a reference id like any rejection.
 func (e *Engine) Mail(ctx context.Context, s *Session, raw, args string) Decision {
 	s.ResetMessage()
-	from, err := ParseAddress(raw)
+	from, err := addr.Parse(raw)
 	s.MailArgs = args
 	if err != nil {
 		f := Rejectf(StatusPermError, "bad-sender-syntax", 553, "5.1.7", "<%s>: malformed sender address", ReplySafe(raw))
@@ -104,12 +106,12 @@ func (e *Engine) Mail(ctx context.Context, s *Session, raw, args string) Decisio
 // Rcpt adds a recipient and runs the rcpt-stage checks for it; the decision applies to this recipient only.
 // The recipient is appended to s.Rcpts with its decision.
 func (e *Engine) Rcpt(ctx context.Context, s *Session, raw, args string) (*Recipient, Decision) {
-	addr, err := ParseAddress(raw)
-	r := &Recipient{Addr: addr, Args: args}
+	a, err := addr.Parse(raw)
+	r := &Recipient{Addr: a, Args: args}
 	s.Rcpts = append(s.Rcpts, r)
-	if err != nil || addr.Null() {
+	if err != nil || a.Null() {
 		if err == nil {
-			err = ErrBadAddress
+			err = addr.ErrMalformed
 		}
 		f := Rejectf(StatusPermError, "bad-recipient-syntax", 553, "5.1.3", "<%s>: malformed recipient address", ReplySafe(raw))
 		f.Err = err
@@ -117,14 +119,7 @@ func (e *Engine) Rcpt(ctx context.Context, s *Session, raw, args string) (*Recip
 		return r, r.Decision
 	}
 	e.run(ctx, StageRcpt, s, r)
-	in := Input{Stage: StageRcpt, Ref: s.Ref, Whitelisted: s.Whitelisted(r)}
-	for _, f := range s.Findings() {
-		if f.Kind == KindAntispam && (f.Verdict == Reject || f.Verdict == Tempfail) {
-			in.Findings = append(in.Findings, f)
-		}
-	}
-	in.Findings = append(in.Findings, r.Findings...)
-	r.Decision = Analyze(in, e.params)
+	r.Decision = Analyze(Input{Stage: StageRcpt, Ref: s.Ref, Whitelisted: s.Whitelisted(r), Findings: rcptFindings(s, r)}, e.params)
 	return r, r.Decision
 }
 
@@ -274,7 +269,9 @@ func (e *Engine) EOM(ctx context.Context, s *Session, m Message) Outcome {
 	score, scored := 0.0, false
 	var counted []Finding
 	for _, f := range all {
-		if f.Kind == KindAntispam && !f.DryRun {
+		// Anti-spam and virus-kind scores count (an attachment rule's score:N acts for white-listed senders
+		// too); access control never scores.
+		if (f.Kind == KindAntispam || f.Kind == KindVirus) && !f.DryRun {
 			score += f.Score
 		}
 		if f.Scored {

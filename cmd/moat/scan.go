@@ -141,9 +141,7 @@ func scan(ctx context.Context, eng *policy.Engine, in scanInput) (*scanReport, e
 		return nil, err
 	}
 	s := policy.NewSession()
-	if !in.UpdateState {
-		s.Set("moat/dry-state", "yes")
-	}
+	s.ReadOnly = !in.UpdateState
 	if in.Local {
 		in.IP = ""
 		s.Set(policy.FactLocalSubmission, "yes")
