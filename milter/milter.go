@@ -44,6 +44,9 @@ type Config struct {
 	ShutdownTimeout config.Duration `toml:"shutdown_timeout"`
 	// WriteTimeout bounds each write to the MTA.
 	WriteTimeout config.Duration `toml:"write_timeout"`
+	// User and Group are what `moat serve` runs as once its sockets are bound, when started as root.
+	User  string `toml:"user"`
+	Group string `toml:"group"`
 }
 
 // maxSpoolMemory bounds spool_memory: it is held for each message in flight, so a typo must not let a
@@ -101,6 +104,16 @@ func LoadConfig(f *config.File) (Config, error) {
 	if c.SocketGroup != "" {
 		if _, err := user.LookupGroup(c.SocketGroup); err != nil {
 			return c, sec.Errorf("socket_group", "%v", err)
+		}
+	}
+	if c.User != "" {
+		if _, err := user.Lookup(c.User); err != nil {
+			return c, sec.Errorf("user", "%v", err)
+		}
+	}
+	if c.Group != "" {
+		if _, err := user.LookupGroup(c.Group); err != nil {
+			return c, sec.Errorf("group", "%v", err)
 		}
 	}
 	if c.SpoolMemory < 0 || c.SpoolMemory > maxSpoolMemory {

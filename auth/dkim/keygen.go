@@ -1,6 +1,7 @@
 package dkim
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -10,10 +11,75 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/miekg/dns"
+
+	"github.com/moatmail/moat/config"
 )
+
+// KeygenFile makes a key pair like [Keygen], writes the private key (PEM) to a new file keyPath with mode
+// 0600, and writes only the DNS record to w. An existing keyPath is never overwritten: replacing a key that
+// is published in DNS would break every signature until the record changes too.
+func KeygenFile(keyPath string, w io.Writer, domain, selector, keyType string) error {
+	var out bytes.Buffer
+	if err := Keygen(&out, domain, selector, keyType); err != nil {
+		return err
+	}
+	pemEnd := []byte("-----END PRIVATE KEY-----\n")
+	i := bytes.Index(out.Bytes(), pemEnd)
+	if i < 0 {
+		return fmt.Errorf("dkim: no key in the generated output")
+	}
+	keyPEM, record := out.Bytes()[:i+len(pemEnd)], bytes.TrimLeft(out.Bytes()[i+len(pemEnd):], "\n")
+	f, err := os.OpenFile(keyPath, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("dkim: key file: %w", err)
+	}
+	if _, err := f.Write(keyPEM); err != nil {
+		f.Close()
+		os.Remove(keyPath)
+		return fmt.Errorf("dkim: write %s: %w", keyPath, err)
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(keyPath)
+		return fmt.Errorf("dkim: write %s: %w", keyPath, err)
+	}
+	_, err = w.Write(record)
+	return err
+}
+
+// KeyFileWarnings lists the signing key files of [checks.dkimsign] that users other than the owner (and the
+// group) can read: a private key others can read lets them sign mail as the domain.
+func KeyFileWarnings(f *config.File) []string {
+	sec := f.Section("checks.dkimsign")
+	if !sec.Present() {
+		return nil
+	}
+	var c struct {
+		Keys []keyCfg `toml:"keys"`
+	}
+	if err := sec.Pick("keys").Decode(&c); err != nil {
+		return nil // reported by the check's own validation
+	}
+	var out []string
+	for i, k := range c.Keys {
+		if k.KeyFile == "" {
+			continue
+		}
+		path := f.Abs(k.KeyFile)
+		st, err := os.Stat(path)
+		if err != nil {
+			continue
+		}
+		if st.Mode().Perm()&0o004 != 0 {
+			out = append(out, sec.Errorf(fmt.Sprintf("keys[%d].key_file", i),
+				"%s is readable by every user (mode %04o): chmod 600 (or 640 with moat's group)", path, st.Mode().Perm()).Error())
+		}
+	}
+	return out
+}
 
 // Keygen makes a key pair for domain and selector and writes the private key (PEM, PKCS#8) followed by the
 // DNS TXT record to publish, as a zone-file line. keyType is "rsa" (2048 bits, RFC 8301) or "ed25519"

@@ -7,27 +7,34 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
-	"github.com/moatmail/moat/config"
 	"github.com/moatmail/moat/rules/greylist"
 	_ "github.com/moatmail/moat/store"
 )
 
 func init() {
-	commands["greylist"] = command{"list, show, release or purge greylisting entries: greylist [-c FILE] list|show|release|purge", runGreylist}
+	commands["greylist"] = command{summary: "list, show, release or purge greylisting entries", run: runGreylist,
+		usage: "[-c FILE] list [-state pending|passed] [-client S] [-from S] [-to S] [-limit N] [-json]\n" +
+			"[-c FILE] show ID\n[-c FILE] release ID\n[-c FILE] purge"}
 }
 
 // runGreylist opens the configured store (SQLite may be in use by `moat serve` at the same time) and runs one
 // greylist subcommand. Exit status: 0 done, 1 failed, 2 bad usage.
 func runGreylist(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("greylist", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	path := configFlag(fs)
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parseFlags("greylist", fs, args, stdout, stderr); !ok {
+		if code == 0 {
+			// The subcommands' descriptions; their synopses are the command's usage already.
+			if _, desc, ok := strings.Cut(greylist.Usage, "\n\n"); ok {
+				fmt.Fprintln(stdout, "\n"+desc)
+			}
+		}
+		return code
 	}
-	f, err := config.Load(*path)
+	f, err := loadConfig(*path)
 	if err != nil {
 		return fail(stderr, err)
 	}

@@ -8,41 +8,35 @@ import (
 	"io"
 	"time"
 
-	"github.com/moatmail/moat/config"
 	_ "github.com/moatmail/moat/scanners/clamd"
 	"github.com/moatmail/moat/scanners/spamd"
 )
 
 func init() {
-	commands["learn"] = command{"teach spamd's Bayes database: learn spam|ham|forget MESSAGE.eml...", runLearn}
+	commands["learn"] = command{summary: "teach spamd's Bayes database (spamd TELL)", run: runLearn,
+		usage: "[-c FILE] [-timeout 30s] [-user NAME | -rcpt-domain DOMAIN] spam|ham|forget MESSAGE.eml..."}
 }
 
 // runLearn sends each message to spamd with TELL (spamd must run with --allow-tell). It exits 1 when any
 // message failed, 0 otherwise (also when spamd already knew a message: that is reported, not an error).
 func runLearn(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("learn", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	path := configFlag(fs)
 	timeout := fs.Duration("timeout", 30*time.Second, "deadline for each message")
 	user := fs.String("user", "", "spamd User whose Bayes database learns (default: [checks.spamd] user; \"\" for none)")
 	rcptDomain := fs.String("rcpt-domain", "", "learn for mail to this domain: the User that user_per_domain sends for it")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: moat learn [-c moat.toml] [-timeout 30s] [-user NAME | -rcpt-domain DOMAIN] spam|ham|forget MESSAGE.eml...")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parseFlags("learn", fs, args, stdout, stderr); !ok {
+		return code
 	}
 	if fs.NArg() < 2 {
-		fs.Usage()
-		return 2
+		return usageError(stderr, "learn", "give the class and at least one message")
 	}
 	class := fs.Arg(0)
 	if _, err := spamd.ParseClass(class); err != nil {
 		fmt.Fprintln(stderr, "moat: "+err.Error())
 		return 2
 	}
-	f, err := config.Load(*path)
+	f, err := loadConfig(*path)
 	if err != nil {
 		return fail(stderr, err)
 	}

@@ -9,23 +9,28 @@ import (
 )
 
 func init() {
-	commands["dkim"] = command{"dkim keygen DOMAIN SELECTOR [--type rsa|ed25519]: make a signing key and its DNS record", runDKIM}
+	commands["dkim"] = command{summary: "make a DKIM signing key in a new file (mode 0600) and print the DNS record to publish",
+		run: runDKIM, usage: "keygen [--type rsa|ed25519] [--out FILE] DOMAIN SELECTOR"}
+	addConfigWarnings(dkim.KeyFileWarnings)
 }
 
 func runDKIM(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] != "keygen" {
-		fmt.Fprintln(stderr, "usage: moat dkim keygen [--type rsa|ed25519] DOMAIN SELECTOR")
-		return 2
-	}
-	fs := flag.NewFlagSet("dkim keygen", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := flag.NewFlagSet("dkim", flag.ContinueOnError)
 	keyType := fs.String("type", "rsa", "key type: rsa (2048 bits) or ed25519")
-	// Accept the flag before or after the operands.
+	out := fs.String("out", "", "write the private key to this new `file` (default DOMAIN.SELECTOR.pem in the current directory); an existing file is never overwritten")
+	if len(args) > 0 && args[0] == "--help" {
+		commandHelp(stdout, "dkim", fs)
+		return 0
+	}
+	if len(args) == 0 || args[0] != "keygen" {
+		return usageError(stderr, "dkim", "the only subcommand is keygen")
+	}
+	// Accept the flags before or after the operands.
 	var operands []string
 	rest := args[1:]
 	for len(rest) > 0 {
-		if err := fs.Parse(rest); err != nil {
-			return 2
+		if code, ok := parseFlags("dkim", fs, rest, stdout, stderr); !ok {
+			return code
 		}
 		if fs.NArg() == 0 {
 			break
@@ -34,12 +39,16 @@ func runDKIM(args []string, stdout, stderr io.Writer) int {
 		rest = fs.Args()[1:]
 	}
 	if len(operands) != 2 {
-		fmt.Fprintln(stderr, "usage: moat dkim keygen [--type rsa|ed25519] DOMAIN SELECTOR")
-		return 2
+		return usageError(stderr, "dkim", "keygen takes DOMAIN and SELECTOR")
 	}
-	if err := dkim.Keygen(stdout, operands[0], operands[1], *keyType); err != nil {
+	keyPath := *out
+	if keyPath == "" {
+		keyPath = operands[0] + "." + operands[1] + ".pem"
+	}
+	if err := dkim.KeygenFile(keyPath, stdout, operands[0], operands[1], *keyType); err != nil {
 		fmt.Fprintln(stderr, "moat dkim keygen: "+err.Error())
 		return 1
 	}
+	fmt.Fprintf(stderr, "moat dkim keygen: private key written to %s (mode 0600); give it as key_file in [[checks.dkimsign.keys]]\n", keyPath)
 	return 0
 }

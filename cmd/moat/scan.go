@@ -77,7 +77,6 @@ type scanInput struct {
 
 func runScan(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("scan", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	path := configFlag(fs)
 	in := scanInput{}
 	var rcpts listFlag
@@ -89,20 +88,25 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&in.TLS, "tls", false, "the client used TLS")
 	fs.BoolVar(&in.Local, "local", false, "judge it as a local submission (no network client; overrides --ip)")
 	fs.BoolVar(&in.UpdateState, "update-state", false, "let stateful checks (greylisting) record this transaction")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	exitCode := fs.Bool("exit-code", false, "exit with the action: 0 accept, 1 reject, 2 tempfail, 3 quarantine or discard (errors: 4; the JSON is printed all the same)")
+	if code, ok := parseFlags("scan", fs, args, stdout, stderr); !ok {
+		return code
+	}
+	// With --exit-code, 1 means reject: a failed scan must not pass for one.
+	failed := 1
+	if *exitCode {
+		failed = 4
 	}
 	in.Rcpts = rcpts
 	var r io.Reader = os.Stdin
 	if fs.NArg() > 1 {
-		fmt.Fprintln(stderr, "moat scan: one message at most")
-		return 2
+		return usageError(stderr, "scan", "one message at most")
 	}
 	if fs.NArg() == 1 && fs.Arg(0) != "-" {
 		f, err := os.Open(fs.Arg(0))
 		if err != nil {
 			fmt.Fprintln(stderr, "moat scan: "+err.Error())
-			return 1
+			return failed
 		}
 		defer f.Close()
 		r = f
@@ -112,21 +116,41 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	_, eng, err := loadAll(*path, log)
 	if err != nil {
-		return fail(stderr, err)
+		fail(stderr, err)
+		return failed
 	}
 	defer eng.Retire()
 	rep, err := scan(context.Background(), eng, in)
 	if err != nil {
 		fmt.Fprintln(stderr, "moat scan: "+err.Error())
-		return 1
+		return failed
 	}
 	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")
 	if err := enc.Encode(rep); err != nil {
 		fmt.Fprintln(stderr, "moat scan: "+err.Error())
-		return 1
+		return failed
+	}
+	if *exitCode {
+		return actionExitCode(rep.Action)
 	}
 	return 0
+}
+
+// actionExitCode is the exit status of `moat scan --exit-code` for an action, for scripts that test the
+// verdict without parsing JSON.
+func actionExitCode(action string) int {
+	switch action {
+	case "accept":
+		return 0
+	case "reject":
+		return 1
+	case "tempfail":
+		return 2
+	case "quarantine", "discard":
+		return 3
+	}
+	return 4
 }
 
 // scan runs one transaction through a policy.Transaction, stage by stage as the milter does, stopping at the

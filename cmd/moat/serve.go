@@ -3,14 +3,15 @@ package main
 import (
 	"context"
 	"flag"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
 	"os/signal"
+	"os/user"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -52,14 +53,15 @@ func loadLogConfig(f *config.File) (logConfig, error) {
 	return c, nil
 }
 
-func newLogger(c logConfig, stderr io.Writer) (*slog.Logger, io.Closer, error) {
+// newLogger builds the logger of [log]; the closer of a log file also reopens it (SIGHUP).
+func newLogger(c logConfig, stderr io.Writer) (*slog.Logger, logCloser, error) {
 	var lv slog.Level
 	_ = lv.UnmarshalText([]byte(c.Level))
-	w, closer := stderr, io.Closer(io.NopCloser(nil))
+	w, closer := stderr, logCloser(nopLog{})
 	if c.File != "" && c.File != "-" {
-		f, err := os.OpenFile(c.File, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+		f, err := openLogFile(c.File)
 		if err != nil {
-			return nil, nil, fmt.Errorf("log file: %w", err)
+			return nil, nil, err
 		}
 		w, closer = f, f
 	}
@@ -70,17 +72,35 @@ func newLogger(c logConfig, stderr io.Writer) (*slog.Logger, io.Closer, error) {
 	return slog.New(slog.NewTextHandler(w, opts)), closer, nil
 }
 
+// logCloser closes the log output; Reopen opens a log file again by its name.
+type logCloser interface {
+	io.Closer
+	Reopen() error
+}
+
+type nopLog struct{}
+
+func (nopLog) Close() error  { return nil }
+func (nopLog) Reopen() error { return nil }
+
 func loadMilterConfig(f *config.File) (milter.Config, error) { return milter.LoadConfig(f) }
 
-func runServe(args []string, _, stderr io.Writer) int {
+func runServe(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := configFlag(fs)
-	if err := fs.Parse(args); err != nil {
-		return 2
+	given := configFlag(fs)
+	if code, ok := parseFlags("serve", fs, args, stdout, stderr); !ok {
+		return code
+	}
+	if code, ok := noOperands("serve", fs, stderr); !ok {
+		return code
 	}
 	// Every error that stops start-up is printed plainly: a daemon that cannot read its configuration, bind its
 	// sockets or open its state must not half-start and leave the MTA to milter_default_action.
+	p, err := configPath(*given)
+	if err != nil {
+		return fail(stderr, err)
+	}
+	path := &p
 	f, err := config.Load(*path)
 	if err != nil {
 		return fail(stderr, err)
@@ -99,20 +119,32 @@ func runServe(args []string, _, stderr io.Writer) int {
 	if err != nil {
 		return fail(stderr, err)
 	}
-	eng, err := policy.Build(f, log)
+	lns, err := milter.Listen(mc, log)
 	if err != nil {
 		return fail(stderr, err)
 	}
-	lns, err := milter.Listen(mc, log)
+	// The sockets are bound (ports below 1024, sockets in root's directories): drop root before the checks
+	// open their state, so that files they create belong to the user moat runs as.
+	runAs, err := dropPrivileges(mc)
+	if err == nil && runAs == "" && os.Geteuid() == 0 {
+		log.Warn("running as root: set [milter] user (and group) to drop privileges once the sockets are bound")
+	}
+	var eng *policy.Engine
+	if err == nil {
+		eng, err = policy.Build(f, log)
+	}
 	if err != nil {
-		eng.Retire()
+		for _, ln := range lns {
+			ln.Close()
+		}
+		removeSockets(mc)
 		return fail(stderr, err)
 	}
 	srv := milter.NewServer(mc, eng, log)
 	srv.CleanSpool()
 	log.Info("moat started", "version", policy.Version, "config", *path, "listen", strings.Join(mc.Listen, " "),
 		"checks", orNone(eng.Checks()), "authserv_id", eng.Settings.AuthservID, "dry_run", eng.Settings.DryRun,
-		"tag_score", eng.Settings.TagScore, "reject_score", eng.Settings.RejectScore)
+		"tag_score", eng.Settings.TagScore, "reject_score", eng.Settings.RejectScore, "user", runAsOrCurrent(runAs))
 
 	var wg sync.WaitGroup
 	for _, ln := range lns {
@@ -130,6 +162,10 @@ func runServe(args []string, _, stderr io.Writer) int {
 	defer signal.Stop(sigs)
 	for sig := range sigs {
 		if sig == syscall.SIGHUP {
+			// Log file first, so that a rotated log gets the reload's own lines.
+			if err := logCloser.Reopen(); err != nil {
+				log.Error("reopening the log file failed; still writing to the old one", "err", err)
+			}
 			reload(*path, mc, lc, srv, log)
 			continue
 		}
@@ -176,6 +212,17 @@ func reload(path string, running milter.Config, runningLog logConfig, srv *milte
 	}
 	srv.Swap(eng)
 	log.Info("configuration reloaded", "config", path, "checks", orNone(eng.Checks()))
+}
+
+// runAsOrCurrent names the user moat runs as for the start-up line.
+func runAsOrCurrent(runAs string) string {
+	if runAs != "" {
+		return runAs
+	}
+	if u, err := user.Current(); err == nil {
+		return u.Username
+	}
+	return strconv.Itoa(os.Geteuid())
 }
 
 func removeSockets(mc milter.Config) {
