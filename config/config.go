@@ -340,7 +340,15 @@ func (s *Section) decodeStruct(path string, m map[string]any, v reflect.Value) e
 	for k := range m {
 		keys = append(keys, k)
 	}
-	sort.Strings(keys)
+	sort.Slice(keys, func(i, j int) bool {
+		li, lj := s.file.line(path+"."+keys[i]), s.file.line(path+"."+keys[j])
+		if li != lj {
+			return li < lj
+		}
+		return keys[i] < keys[j]
+	})
+	// Every key of the table is decoded, so that one run reports each mistake in it, in file order.
+	var errs []error
 	for _, k := range keys {
 		idx, ok := known[k]
 		if !ok {
@@ -349,13 +357,14 @@ func (s *Section) decodeStruct(path string, m map[string]any, v reflect.Value) e
 				names = append(names, n)
 			}
 			sort.Strings(names)
-			return s.errAt(path+"."+k, "unknown key (known keys: %s)", strings.Join(names, ", "))
+			errs = append(errs, s.errAt(path+"."+k, "unknown key (known keys: %s)", strings.Join(names, ", ")))
+			continue
 		}
 		if err := s.decodeValue(path+"."+k, m[k], v.Field(idx)); err != nil {
-			return err
+			errs = append(errs, err)
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 func (s *Section) decodeValue(key string, raw any, v reflect.Value) error {

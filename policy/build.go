@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -60,7 +61,8 @@ type entry struct {
 }
 
 // Build builds an engine from a configuration file: it validates the top-level tables, the [policy] table and
-// every [checks.NAME] table, and sets up the enabled checks in Order.
+// every [checks.NAME] table, and sets up the enabled checks in Order. It goes on after an invalid table, so
+// that the error it returns lists every table's error (errors.Join), each naming file, line and key.
 func Build(f *config.File, logger *slog.Logger) (*Engine, error) {
 	if logger == nil {
 		logger = slog.Default()
@@ -68,18 +70,15 @@ func Build(f *config.File, logger *slog.Logger) (*Engine, error) {
 	if err := checkOrder(); err != nil {
 		return nil, err
 	}
-	if err := checkTopLevel(f); err != nil {
-		return nil, err
-	}
+	var errs []error
+	errs = append(errs, checkTopLevel(f))
 	st, err := loadSettings(f)
-	if err != nil {
-		return nil, err
-	}
+	errs = append(errs, err)
 	checks := f.Section("checks")
 	registered := Registered()
 	for _, name := range checks.Keys() {
 		if _, ok := lookupSetup(name); !ok {
-			return nil, checks.Errorf(name, "unknown check (known: %s)", strings.Join(registered, ", "))
+			errs = append(errs, checks.Errorf(name, "unknown check (known: %s)", strings.Join(registered, ", ")))
 		}
 	}
 	e := &Engine{
@@ -96,12 +95,16 @@ func Build(f *config.File, logger *slog.Logger) (*Engine, error) {
 		}
 		en, err := e.setupCheck(name, sec, setup)
 		if err != nil {
-			e.close()
-			return nil, err
+			errs = append(errs, err)
+			continue
 		}
 		if en != nil {
 			e.add(en)
 		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		e.close()
+		return nil, err
 	}
 	e.owned = append(e.owned, spamHeaders...)
 	if st.TraceHeader != "" {
@@ -113,13 +116,14 @@ func Build(f *config.File, logger *slog.Logger) (*Engine, error) {
 // checkTopLevel refuses a top-level table moat does not know (a typo would otherwise be ignored silently).
 func checkTopLevel(f *config.File) error {
 	known := knownSections()
+	var errs []error
 	for _, k := range f.TopKeys() {
 		if !contains(known, k) {
-			return &config.Error{File: f.Path, Line: f.LineOf(k), Key: k,
-				Msg: fmt.Sprintf("unknown table (known: %s)", strings.Join(known, ", "))}
+			errs = append(errs, &config.Error{File: f.Path, Line: f.LineOf(k), Key: k,
+				Msg: fmt.Sprintf("unknown table (known: %s)", strings.Join(known, ", "))})
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // loadSettings decodes the [policy] table over the defaults and validates it.

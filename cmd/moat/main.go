@@ -124,9 +124,7 @@ func usage(w io.Writer) {
 		c := commands[n]
 		fmt.Fprintf(w, "  %-14s %s\n", n, c.summary)
 		for _, line := range strings.Split(c.usage, "\n") {
-			if line = strings.TrimSpace(line); line != "" {
-				fmt.Fprintf(w, "  %-14s   moat %s %s\n", "", n, line)
-			}
+			fmt.Fprintf(w, "  %-14s   %s\n", "", strings.TrimSpace("moat "+n+" "+strings.TrimSpace(line)))
 		}
 	}
 	fmt.Fprintln(w)
@@ -142,7 +140,7 @@ func commandHelp(w io.Writer, name string, fs *flag.FlagSet) {
 		if i > 0 {
 			lead = "      "
 		}
-		fmt.Fprintf(w, "%s moat %s %s\n", lead, name, strings.TrimSpace(line))
+		fmt.Fprintf(w, "%s %s\n", lead, strings.TrimSpace("moat "+name+" "+strings.TrimSpace(line)))
 	}
 	fmt.Fprintf(w, "\n%s\n", c.summary)
 	if fs != nil {

@@ -153,19 +153,3 @@ func TestJSONLogs(t *testing.T) {
 		t.Errorf("json log line %q: %v", buf.String(), err)
 	}
 }
-
-func TestDKIMKeygen(t *testing.T) {
-	for _, typ := range []string{"rsa", "ed25519"} {
-		var out, errb bytes.Buffer
-		if code := run([]string{"dkim", "keygen", "example.com", "sel1", "--type", typ}, &out, &errb); code != 0 {
-			t.Fatalf("%s: exit %d: %s", typ, code, errb.String())
-		}
-		if !strings.Contains(out.String(), "PRIVATE KEY") || !strings.Contains(out.String(), "sel1._domainkey.example.com") {
-			t.Errorf("%s: output lacks the key or the record:\n%s", typ, out.String())
-		}
-	}
-	var out, errb bytes.Buffer
-	if code := run([]string{"dkim", "keygen", "example.com"}, &out, &errb); code != 2 {
-		t.Errorf("missing selector: exit %d", code)
-	}
-}
