@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"math"
 	"strings"
 )
 
@@ -39,9 +40,36 @@ type Decision struct {
 	Action Action
 	Reply  Reply  // for ActReject and ActTempfail: code, enhanced code, and text ending with the reference id
 	Check  string // the check whose finding decided, "" when none
-	Reason string // that finding's reason ("score" when the score threshold decided)
+	Reason string // that finding's reason (a ScoreCheck reason when a score threshold decided)
 	// DryRun lists what dry-run checks would have done: "check: reject (reason)".
 	DryRun []string
+}
+
+// ScoreCheck is the Decision.Check of an answer the score thresholds of [policy] gave, with the threshold
+// that acted as the reason: "policy/reject_score", "policy/quarantine_score".
+const (
+	ScoreCheck            = "policy"
+	ReasonRejectScore     = "reject_score"
+	ReasonQuarantineScore = "quarantine_score"
+)
+
+// NormalizeScore rounds a total score to a thousandth, so that sums such as 0.1 + 0.2 - 0.3 do not show as
+// tiny or negative zero values, and turns -0 into 0.
+func NormalizeScore(v float64) float64 {
+	v = math.Round(v*1000) / 1000
+	if v == 0 {
+		return 0
+	}
+	return v
+}
+
+// FormatScore writes a score with one decimal, never "-0.0".
+func FormatScore(v float64) string {
+	str := fmt.Sprintf("%.1f", v)
+	if str == "-0.0" {
+		return "0.0"
+	}
+	return str
 }
 
 // Params are the [policy] settings the policy step uses.
@@ -101,10 +129,10 @@ func Analyze(in Input, p Params) Decision {
 	if in.Stage == StageEOM && !in.Whitelisted && (best == nil || best.Verdict < Reject) {
 		switch {
 		case p.RejectScore > 0 && in.Score >= p.RejectScore:
-			return finish(d, Reject, "", "score", Reply{Code: 550, Enhanced: "5.7.1",
-				Text: fmt.Sprintf("Message considered spam (score %.1f)", in.Score)}, in.Ref, p)
+			return finish(d, Reject, ScoreCheck, ReasonRejectScore, Reply{Code: 550, Enhanced: "5.7.1",
+				Text: "Message considered spam (score " + FormatScore(in.Score) + ")"}, in.Ref, p)
 		case p.QuarantineScore > 0 && in.Score >= p.QuarantineScore && (best == nil || best.Verdict < Quarantine):
-			return finish(d, Quarantine, "", "score", Reply{}, in.Ref, p)
+			return finish(d, Quarantine, ScoreCheck, ReasonQuarantineScore, Reply{}, in.Ref, p)
 		}
 	}
 	if best == nil {

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"math"
 	"testing"
 )
 
@@ -55,10 +56,10 @@ func TestAnalyze(t *testing.T) {
 			ActQuarantine, "dmarc", ""},
 		{"score over reject threshold",
 			Input{Stage: StageEOM, Ref: "R3", Score: 16},
-			ActReject, "", "Message considered spam (score 16.0) (ref=R3)"},
+			ActReject, "policy", "Message considered spam (score 16.0) (ref=R3)"},
 		{"score over quarantine threshold",
 			Input{Stage: StageEOM, Score: 9},
-			ActQuarantine, "", ""},
+			ActQuarantine, "policy", ""},
 		{"score ignored for white-listed mail",
 			Input{Stage: StageEOM, Score: 100, Whitelisted: true},
 			ActAccept, "", ""},
@@ -79,6 +80,29 @@ func TestAnalyze(t *testing.T) {
 				t.Errorf("text = %q, want %q", d.Reply.Text, tt.wantText)
 			}
 		})
+	}
+}
+
+// A threshold's answer names where it came from: the log line and X-Moat show "policy/reject_score", never
+// "/score".
+func TestScoreVerdictNamesItsSource(t *testing.T) {
+	p := Params{QuarantineScore: 8, RejectScore: 15}
+	d := Analyze(Input{Stage: StageEOM, Score: 16}, p)
+	if d.Check+"/"+d.Reason != "policy/reject_score" {
+		t.Errorf("reject: %s/%s", d.Check, d.Reason)
+	}
+	d = Analyze(Input{Stage: StageEOM, Score: 9}, p)
+	if d.Check+"/"+d.Reason != "policy/quarantine_score" {
+		t.Errorf("quarantine: %s/%s", d.Check, d.Reason)
+	}
+	for in, want := range map[float64]float64{math.Copysign(0, -1): 0, 0.1 + 0.2 - 0.3: 0, -1.25: -1.25, 2.0004: 2} {
+		got := NormalizeScore(in)
+		if got != want || math.Signbit(got) != math.Signbit(want) {
+			t.Errorf("NormalizeScore(%v) = %v, want %v", in, got, want)
+		}
+	}
+	if s := FormatScore(-0.04); s != "0.0" {
+		t.Errorf("FormatScore(-0.04) = %q", s)
 	}
 }
 

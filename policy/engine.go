@@ -288,6 +288,7 @@ func (e *Engine) EOM(ctx context.Context, s *Session, m Message) Outcome {
 			}
 		}
 	}
+	score = NormalizeScore(score)
 	d := Analyze(Input{Stage: StageEOM, Ref: s.Ref, Findings: counted, Whitelisted: wl, Score: score}, e.params)
 	d.DryRun = append(RcptDryRun(s), d.DryRun...)
 	out := Outcome{Decision: d, Score: score}

@@ -204,7 +204,7 @@ func (e *Engine) trace(s *Session, out *Outcome) string {
 	if out.Reason != "" {
 		parts = append(parts, "reason="+out.Check+"/"+out.Reason)
 	}
-	parts = append(parts, fmt.Sprintf("score=%.1f", out.Score))
+	parts = append(parts, "score="+FormatScore(out.Score))
 	if s.TLS.Active() {
 		parts = append(parts, "tls="+token(s.TLS.Version)+"/"+token(s.TLS.Cipher))
 		if s.TLS.CertSubject != "" {
@@ -219,16 +219,21 @@ func (e *Engine) trace(s *Session, out *Outcome) string {
 			parts = append(parts, "auth-type="+token(s.Auth.Type))
 		}
 	}
-	var checks []string
-	for _, f := range s.Findings() {
+	// The findings of the message and of its accepted recipients (relay, recipients, greylisting decide at
+	// RCPT), by stage.
+	fs := s.Findings()
+	for _, r := range s.AcceptedRcpts() {
+		fs = append(fs, r.Findings...)
+	}
+	checks := formatByStage(fs, ",", func(f Finding) string {
 		c := f.Check + ":" + string(f.Status)
 		if f.Reason != "" && f.Verdict != None {
 			c += "(" + f.Reason + ")"
 		}
-		checks = append(checks, c)
-	}
-	if len(checks) > 0 {
-		parts = append(parts, "checks="+strings.Join(checks, ","))
+		return c
+	})
+	if checks != "" {
+		parts = append(parts, "checks="+checks)
 	}
 	if len(out.DryRun) > 0 {
 		parts = append(parts, "dry-run="+token(strings.Join(out.DryRun, ",")))
@@ -269,9 +274,9 @@ func spamHeaderSet(score, required float64, all []Finding, whitelisted bool) []H
 		testList = strings.Join(tests, ",")
 	}
 	hs := []Header{
-		{Name: "X-Spam-Score", Value: fmt.Sprintf(" %.1f", score)},
+		{Name: "X-Spam-Score", Value: " " + FormatScore(score)},
 		{Name: "X-Spam-Level", Value: " " + strings.Repeat("*", n)},
-		{Name: "X-Spam-Status", Value: fmt.Sprintf(" %s, score=%.1f required=%.1f tests=%s", yes, score, required, testList)},
+		{Name: "X-Spam-Status", Value: fmt.Sprintf(" %s, score=%s required=%.1f tests=%s", yes, FormatScore(score), required, testList)},
 	}
 	if spam {
 		hs = append([]Header{{Name: "X-Spam-Flag", Value: " YES"}}, hs...)

@@ -174,7 +174,7 @@ func (t *Transaction) EOM(ctx context.Context) (out Outcome) {
 }
 
 // Abort ends the message in progress without an end-of-message answer (RSET, the client gone); it is
-// summarised with what it got: the last recipient refusal when every recipient was refused, "no-data"
+// summarised with what it got: the last recipient refusal when every recipient was refused, action=none
 // otherwise.
 func (t *Transaction) Abort() {
 	defer func() {
@@ -233,7 +233,8 @@ func (t *Transaction) finishPending() {
 		t.dropBody()
 		return
 	}
-	d := Decision{Action: ActContinue, Check: "moat", Reason: "no-data"}
+	// No answer of moat's ended the message: the log line says action=none.
+	d := Decision{Action: ActContinue}
 	if len(t.s.AcceptedRcpts()) == 0 && len(t.s.Rcpts) > 0 {
 		// Every recipient refused: the last refusal is the message's answer.
 		d = t.s.Rcpts[len(t.s.Rcpts)-1].Decision

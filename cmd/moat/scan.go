@@ -259,7 +259,7 @@ func scan(ctx context.Context, eng *policy.Engine, in scanInput) (*scanReport, e
 func (rep *scanReport) fill(s *policy.Session, stage policy.Stage, d policy.Decision, score float64) {
 	rep.Ref = s.Ref
 	rep.Stage = stage.String()
-	rep.Score = score
+	rep.Score = policy.NormalizeScore(score)
 	rep.DryRun = d.DryRun
 	if d.Reason != "" {
 		rep.Reason = d.Check + "/" + d.Reason
@@ -278,7 +278,7 @@ func (rep *scanReport) fill(s *policy.Session, stage policy.Stage, d policy.Deci
 	}
 	add := func(f policy.Finding, rcpt string) {
 		c := scanCheck{Name: f.Check, Stage: f.Stage.String(), Result: string(f.Status), Verdict: f.Verdict.String(),
-			Reason: f.Reason, Score: f.Score, Detail: f.Detail, Rcpt: rcpt, DryRun: f.DryRun,
+			Reason: f.Reason, Score: policy.NormalizeScore(f.Score), Detail: f.Detail, Rcpt: rcpt, DryRun: f.DryRun,
 			Ms: float64(f.Elapsed.Microseconds()) / 1000}
 		if f.DryRun {
 			c.Verdict = f.WouldBe.String()

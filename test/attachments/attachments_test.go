@@ -295,7 +295,7 @@ func TestThroughPostfix(t *testing.T) {
 			}
 		})
 	}
-	waitLog(`checks="attachments=banned-name`)
+	waitLog(`checks="eom(attachments=banned-name`)
 	waitLog(`reason="attachments/banned-name:2:invoice%E2%80%AEfdp.exe:names=default%3A*.exe"`)
 	if name := "clamav-testfiles clam.zip"; byName[name].Message != nil {
 		if res := send(name); res.Code != 554 || !strings.Contains(res.Text, `"clam.exe" in the archive of part 2`) {

@@ -110,7 +110,7 @@ func BenchmarkRSS50MB1000Parts(b *testing.B) {
 		base := rss.Base
 		elapsed := sendOne(b, s.postfix.Addr, msg)
 		peak := rss.Stop()
-		for deadline := time.Now().Add(10 * time.Second); strings.Count(s.moat.Log(), `checks="attachments=clean"`) < 2*(i+1); {
+		for deadline := time.Now().Add(10 * time.Second); strings.Count(s.moat.Log(), `checks="eom(attachments=clean)"`) < 2*(i+1); {
 			if time.Now().After(deadline) {
 				b.Fatalf("the big message was not checked clean:\n%s", s.moat.Log())
 			}

@@ -166,7 +166,7 @@ func BenchmarkRSS50MB(b *testing.B) {
 		if !res.OK() {
 			b.Fatalf("50 MB message: %v\n%s", res, e.moat.Log())
 		}
-		for deadline := time.Now().Add(10 * time.Second); !strings.Contains(e.moat.Log(), `checks="clamd=clean spamd=skipped`); {
+		for deadline := time.Now().Add(10 * time.Second); !strings.Contains(e.moat.Log(), `checks="eom(clamd=clean spamd=skipped`); {
 			if time.Now().After(deadline) {
 				b.Fatalf("the 50 MB message was not scanned by clamd (and skipped by spamd):\n%s", e.moat.Log())
 			}
