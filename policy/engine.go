@@ -292,11 +292,39 @@ func (e *Engine) EOM(ctx context.Context, s *Session, m Message) Outcome {
 	d := Analyze(Input{Stage: StageEOM, Ref: s.Ref, Findings: counted, Whitelisted: wl, Score: score}, e.params)
 	d.DryRun = append(RcptDryRun(s), d.DryRun...)
 	out := Outcome{Decision: d, Score: score}
+	if d.Action == ActAccept {
+		e.runAcceptHooks(ctx, s)
+	}
 	if d.Action == ActReject || d.Action == ActTempfail || d.Action == ActDiscard {
 		return out
 	}
 	e.composeHeaders(s, &out, all, scored, wl)
 	return out
+}
+
+// runAcceptHooks calls the OnAccept hooks of the message's findings and of its accepted recipients', once the
+// verdict accepted the message. A hook that fails or panics is logged; the message stays accepted.
+func (e *Engine) runAcceptHooks(ctx context.Context, s *Session) {
+	fs := s.Findings()
+	for _, r := range s.AcceptedRcpts() {
+		fs = append(fs, r.Findings...)
+	}
+	for _, f := range fs {
+		if f.OnAccept == nil {
+			continue
+		}
+		func() {
+			defer func() {
+				if p := recover(); p != nil {
+					e.log.Error("check panicked after the message was accepted", "ref", s.Ref, "check", f.Check,
+						"panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+				}
+			}()
+			if err := f.OnAccept(ctx); err != nil {
+				e.log.Warn("recording the accepted message failed", "ref", s.Ref, "check", f.Check, "err", err)
+			}
+		}()
+	}
 }
 
 // RcptDryRun lists what dry-run checks would have done to the recipients of the message.

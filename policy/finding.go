@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"time"
@@ -74,6 +75,12 @@ type Finding struct {
 	AddHeaders []Header
 	// Prepend, when set, makes AddHeaders go on top of the header block (trace headers such as DKIM-Signature).
 	Prepend bool
+
+	// OnAccept, when set, is called by the engine after the end-of-message verdict, only when the message is
+	// accepted (not refused, tempfailed, discarded or quarantined, and never for a message that does not reach
+	// end of message): state a check must record for delivered mail alone, such as greylisting's pass. For a
+	// recipient's finding, only when that recipient was accepted too. An error is logged.
+	OnAccept func(ctx context.Context) error
 
 	DryRun  bool          // set by the engine: the check runs in dry-run mode; the verdict was not applied
 	WouldBe Verdict       // with DryRun: the verdict the check asked for

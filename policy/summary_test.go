@@ -103,3 +103,47 @@ func TestScoreRejectionNamesThePolicyInTheLog(t *testing.T) {
 		t.Errorf("log line:\n%s", logs)
 	}
 }
+
+// OnAccept hooks run after the verdict, only for an accepted message and only for its accepted recipients.
+func TestOnAcceptRunsOnlyForAcceptedMail(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		virus bool
+		want  []string
+	}{
+		{"accepted", false, []string{"good@local.test"}},
+		{"refused at end of message", true, nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var called []string
+			checks := map[string]Check{
+				"relay": relayBoth{&fake{name: "relay", kind: KindAccess}},
+				"greylist": fakeRcpt{&fake{name: "greylist", kind: KindAntispam, rcpt: func(_ *Session, r *Recipient) []Finding {
+					return []Finding{{Status: StatusPass, OnAccept: func(context.Context) error {
+						called = append(called, r.Addr.String())
+						return nil
+					}}}
+				}}},
+				"clamd": fakeScan{&fake{name: "clamd", kind: KindVirus, scan: func(*Session, Message) []Finding {
+					if tt.virus {
+						return []Finding{Rejectf("found", "virus", 554, "5.7.1", "virus found")}
+					}
+					return []Finding{{Status: "clean"}}
+				}}},
+			}
+			e, _ := mustEngine(t, "[checks.relay]\n[checks.greylist]\n[checks.clamd]\n", checks)
+			s := newTestSession()
+			ctx := context.Background()
+			e.Mail(ctx, s, "a@remote.example", "")
+			e.Rcpt(ctx, s, "good@local.test", "")
+			e.Rcpt(ctx, s, "other@elsewhere.example", "") // refused by relay: its hook never runs
+			if len(called) != 0 {
+				t.Fatalf("hooks ran at RCPT: %v", called)
+			}
+			e.EOM(ctx, s, memMessage("\r\nbody\r\n"))
+			if strings.Join(called, ",") != strings.Join(tt.want, ",") {
+				t.Errorf("hooks ran for %v, want %v", called, tt.want)
+			}
+		})
+	}
+}

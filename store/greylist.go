@@ -81,6 +81,11 @@ type GreyRequest struct {
 	Params  GreyParams
 	// ReadOnly computes the decision without changing anything (moat scan).
 	ReadOnly bool
+	// DeferPass records a refusal (a new or early attempt) as usual but leaves the state unchanged when the
+	// decision is a pass: the caller records the pass with the same request without DeferPass once the
+	// message is accepted, so that a message refused later (virus, spam) neither passes the triplet nor
+	// counts towards auto-whitelisting.
+	DeferPass bool
 }
 
 // GreyOutcome is the result of a decision.

@@ -126,13 +126,14 @@ func (r *Redis) Keys(ctx context.Context, prefix string) ([]string, error) {
 // the server's does not expire keys early.
 //
 // KEYS[1] triplet hash, KEYS[2] client hash, KEYS[3] network hash (ignored when ARGV[14] is empty).
-// ARGV: now delay window expiry awl_n awl_interval readonly id client sender rcpt ip helo network
+// ARGV: now delay window expiry awl_n awl_interval readonly id client sender rcpt ip helo network deferpass
 // Returns {outcome, state, first_seen, last_seen, passed_at, attempts, passes, expires, client_count}.
 var greylistScript = redis.NewScript(`
 local now = tonumber(ARGV[1])
 local delay, window, expiry = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local awln, awlint, ro = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7] == "1"
 local hasnet = ARGV[14] ~= ''
+local deferpass = ARGV[15] == "1"
 
 local function client(key)
   local c = redis.call('HMGET', key, 'count', 'last_count', 'expires')
@@ -146,6 +147,7 @@ if hasnet then ncl = client(KEYS[3]) end
 
 local function listed(c) return awln > 0 and c ~= nil and c[1] >= awln end
 if listed(cl) or listed(ncl) then
+  if deferpass then ro = true end
   local best = 0
   for i, c in ipairs({{KEYS[2], cl}, {KEYS[3], ncl}}) do
     if c[2] ~= nil then
@@ -185,6 +187,7 @@ local best = 0
 if cl ~= nil then best = cl[1] end
 if ncl ~= nil and ncl[1] > best then best = ncl[1] end
 local pass = outcome == 'passed' or outcome == 'known'
+if pass and deferpass then ro = true end
 if pass and awln > 0 then
   local function count(key, name, c)
     local ccount, clast
@@ -230,9 +233,12 @@ return 1
 func (r *Redis) Greylist(ctx context.Context, req GreyRequest) (GreyResult, error) {
 	id := req.ID()
 	p := req.Params
-	ro := "0"
+	ro, deferPass := "0", "0"
 	if req.ReadOnly {
 		ro = "1"
+	}
+	if req.DeferPass {
+		deferPass = "1"
 	}
 	now := req.Now.UnixMilli()
 	nk := req.networkKey()
@@ -245,7 +251,7 @@ func (r *Redis) Greylist(ctx context.Context, req GreyRequest) (GreyResult, erro
 	vals, err := greylistScript.Run(ctx, r.script, []string{r.tripletKey(id), r.clientKey(req.Client), netKey},
 		now, p.Delay.Milliseconds(), p.Window.Milliseconds(), p.Expiry.Milliseconds(), p.AutoWhitelist,
 		p.AutoWhitelistInterval.Milliseconds(), ro, id, req.Client, req.Sender, req.Rcpt, req.IP, req.Helo,
-		nk).Slice()
+		nk, deferPass).Slice()
 	if err != nil {
 		return GreyResult{}, fmt.Errorf("store: greylist: %w", err)
 	}

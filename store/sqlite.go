@@ -291,6 +291,9 @@ func (s *SQLite) Greylist(ctx context.Context, req GreyRequest) (GreyResult, err
 		}
 	}
 	newRec, newCl, newNCl, res := decide(rec, cl, ncl, req)
+	if req.DeferPass && res.Pass() {
+		return res, nil // the deferred transaction rolls back: nothing is written
+	}
 	if newRec != nil {
 		e := newRec
 		_, err = tx.ExecContext(ctx, `INSERT INTO greylist (`+greyColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)

@@ -240,6 +240,61 @@ func runSuite(t *testing.T, open func(t *testing.T) Store) {
 		}
 	})
 
+	t.Run("DeferPass", func(t *testing.T) {
+		st := open(t)
+		ctx := context.Background()
+		r := req("192.0.2.0/24", "alice@example.com", "defer@example.org", t0)
+		r.DeferPass = true
+		expectOutcome(t, st, r, GreyNew) // refusals are recorded at once
+		if e, err := st.GreyEntry(ctx, r.ID(), t0); err != nil || e.State != GreyPending {
+			t.Fatalf("deferred new attempt not recorded: %+v, %v", e, err)
+		}
+		r.Now = t0.Add(time.Minute)
+		expectOutcome(t, st, r, GreyEarly)
+		r.Now = t0.Add(time.Hour)
+		expectOutcome(t, st, r, GreyFirstPass)
+		expectOutcome(t, st, r, GreyFirstPass) // not recorded: the message was not accepted yet
+		e, err := st.GreyEntry(ctx, r.ID(), r.Now)
+		if err != nil || e.State != GreyPending || e.Attempts != 2 {
+			t.Fatalf("a deferred pass changed the entry: %+v, %v", e, err)
+		}
+		if _, err := st.GreyClient(ctx, r.Client, r.Now); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("a deferred pass counted the client: %v", err)
+		}
+		// The message is accepted: the same request without DeferPass records the pass.
+		r.DeferPass = false
+		expectOutcome(t, st, r, GreyFirstPass)
+		if e, err := st.GreyEntry(ctx, r.ID(), r.Now); err != nil || e.State != GreyPassed || e.Passes != 1 {
+			t.Fatalf("committed pass: %+v, %v", e, err)
+		}
+		if c, err := st.GreyClient(ctx, r.Client, r.Now); err != nil || c.Count != 1 {
+			t.Fatalf("committed pass did not count the client: %+v, %v", c, err)
+		}
+		// Known triplets: a deferred decision does not count the message either.
+		r.Now, r.DeferPass = t0.Add(2*time.Hour), true
+		expectOutcome(t, st, r, GreyKnown)
+		if e, _ := st.GreyEntry(ctx, r.ID(), r.Now); e.Passes != 1 {
+			t.Fatalf("a deferred known pass counted: passes %d", e.Passes)
+		}
+		// An auto-white-listed client: a deferred decision does not refresh its record.
+		for i, rc := range []string{"w1@example.org", "w2@example.org", "w3@example.org"} {
+			w := req("198.51.100.0/24", "bob@example.com", rc, t0.Add(time.Duration(i)*2*time.Hour))
+			expectOutcome(t, st, w, GreyNew)
+			w.Now = w.Now.Add(time.Hour)
+			expectOutcome(t, st, w, GreyFirstPass)
+		}
+		before, err := st.GreyClient(ctx, "198.51.100.0/24", t0.Add(10*time.Hour))
+		if err != nil || before.Count != 3 {
+			t.Fatalf("client after three passes: %+v, %v", before, err)
+		}
+		w := req("198.51.100.0/24", "bob@example.com", "w4@example.org", t0.Add(20*time.Hour))
+		w.DeferPass = true
+		expectOutcome(t, st, w, GreyWhitelisted)
+		if after, _ := st.GreyClient(ctx, "198.51.100.0/24", w.Now); !after.LastSeen.Equal(before.LastSeen) {
+			t.Fatalf("a deferred white-listed decision touched the client: %v, was %v", after.LastSeen, before.LastSeen)
+		}
+	})
+
 	t.Run("ReleaseAndList", func(t *testing.T) {
 		st := open(t)
 		ctx := context.Background()

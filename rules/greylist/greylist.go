@@ -13,8 +13,10 @@
 //
 // # Timing
 //
-// A retry at least delay (5m) after the first attempt and within window (2d) passes and is recorded; a passed
-// triplet is forgotten after expiry (35d) without traffic. A client key that passed auto_whitelist (5)
+// A retry at least delay (5m) after the first attempt and within window (2d) passes; a passed triplet is
+// forgotten after expiry (35d) without traffic. A pass (and its count towards auto-whitelisting) is recorded
+// only when the message is accepted at end of message, through the finding's OnAccept hook, which the
+// engine calls after the verdict: a message refused as a virus or spam leaves the triplet pending. A client key that passed auto_whitelist (5)
 // triplets, counting at most one pass per auto_whitelist_interval (1h), is no longer greylisted until it is
 // quiet for expiry. Both the network and the "spf:" key are checked and counted, so a network that earned
 // its place is not greylisted again when its next sender passes SPF.
@@ -365,6 +367,10 @@ func (c *Check) Rcpt(ctx context.Context, s *policy.Session, r *policy.Recipient
 		Now:      c.now(),
 		Params:   c.params(delay),
 		ReadOnly: s.ReadOnly,
+		// A pass is recorded only once the message is accepted (the OnAccept hook below): a message that
+		// passes RCPT and is then refused as a virus or spam must not pass the triplet or count towards
+		// auto-whitelisting.
+		DeferPass: !s.ReadOnly,
 	}
 	res, err := c.decide(ctx, req)
 	detail := fmt.Sprintf("client=%s sender=%s rcpt=%s id=%s", req.Client, req.Sender, req.Rcpt, req.ID())
@@ -382,6 +388,21 @@ func (c *Check) Rcpt(ctx context.Context, s *policy.Session, r *policy.Recipient
 			Detail: detail + " (accepted: on_error = accept)"}}
 	}
 	detail += " outcome=" + string(res.Outcome)
+	findings := c.findings(ctx, s, r, req, res, detail)
+	if res.Pass() && !req.ReadOnly {
+		commit := req
+		commit.DeferPass = false
+		findings[0].OnAccept = func(ctx context.Context) error {
+			// The time of the decision, so that the pass is what RCPT decided even after a long DATA.
+			_, err := c.decide(ctx, commit)
+			return err
+		}
+	}
+	return findings
+}
+
+// findings turns a store decision into the check's finding.
+func (c *Check) findings(ctx context.Context, s *policy.Session, r *policy.Recipient, req store.GreyRequest, res store.GreyResult, detail string) []policy.Finding {
 	switch res.Outcome {
 	case store.GreyNew, store.GreyEarly:
 		secs := int(math.Ceil(res.Wait.Seconds()))

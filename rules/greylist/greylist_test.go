@@ -76,8 +76,22 @@ func session(t *testing.T, sv sess) *policy.Session {
 	return s
 }
 
-// rcpt runs the check for one recipient the way the engine does and returns its one finding.
+// rcpt runs the check for one recipient the way the engine does, for a message that is then accepted at end
+// of message (the engine calls the finding's OnAccept), and returns its one finding.
 func rcpt(t *testing.T, c *Check, s *policy.Session, to string) policy.Finding {
+	t.Helper()
+	f := rcptOnly(t, c, s, to)
+	if f.OnAccept != nil {
+		if err := f.OnAccept(context.Background()); err != nil {
+			t.Fatalf("OnAccept: %v", err)
+		}
+	}
+	return f
+}
+
+// rcptOnly runs the check for one recipient of a message that is not accepted afterwards (refused at end of
+// message, or the session ended before it).
+func rcptOnly(t *testing.T, c *Check, s *policy.Session, to string) policy.Finding {
 	t.Helper()
 	addr, err := addr.Parse(to)
 	if err != nil {
@@ -112,6 +126,45 @@ func wantPass(t *testing.T, f policy.Finding, reason string) {
 	t.Helper()
 	if f.Verdict != policy.None || f.Status != policy.StatusPass || f.Reason != reason {
 		t.Fatalf("finding %+v, want pass/%s", f, reason)
+	}
+}
+
+// A message that passes RCPT and is refused at end of message (virus, spam) does not pass its triplet nor
+// count towards auto-whitelisting; the next accepted one does.
+func TestPassCountsOnlyWhenTheMessageIsAccepted(t *testing.T) {
+	c, clk, st := newCheck(t, func(cfg *Config) { cfg.AutoWhitelist = 1; cfg.AutoWhitelistInterval = 0 })
+	wantGreylisted(t, rcpt(t, c, session(t, alice), "bob@example.org"), 300)
+	clk.Advance(10 * time.Minute)
+	f := rcptOnly(t, c, session(t, alice), "bob@example.org")
+	wantPass(t, f, ReasonPassed)
+	if f.OnAccept == nil {
+		t.Fatal("a pass without an OnAccept hook is recorded at RCPT")
+	}
+	list, err := st.GreyList(context.Background(), clk.Now(), store.GreyQuery{})
+	if err != nil || len(list) != 1 || list[0].State != store.GreyPending {
+		t.Fatalf("after a refused message the entry is %+v, %v; want it still pending", list, err)
+	}
+	if _, err := st.GreyClient(context.Background(), "192.0.2.0/24", clk.Now()); err == nil {
+		t.Fatal("a refused message counted towards auto-whitelisting")
+	}
+	// The retry is a first pass again (with its X-Greylist header), and this time the message is accepted.
+	clk.Advance(time.Minute)
+	f = rcpt(t, c, session(t, alice), "bob@example.org")
+	wantPass(t, f, ReasonPassed)
+	if len(f.AddHeaders) != 1 {
+		t.Errorf("retry after a refused message lacks X-Greylist: %+v", f.AddHeaders)
+	}
+	list, _ = st.GreyList(context.Background(), clk.Now(), store.GreyQuery{})
+	if len(list) != 1 || list[0].State != store.GreyPassed {
+		t.Fatalf("after an accepted message the entry is %+v; want passed", list)
+	}
+	// One pass with auto_whitelist = 1: the client is white-listed now.
+	wantPass(t, rcpt(t, c, session(t, alice), "carol@example.org"), ReasonWhitelisted)
+	// moat scan (read-only) never gets a hook.
+	s := session(t, alice)
+	s.ReadOnly = true
+	if f := rcptOnly(t, c, s, "bob@example.org"); f.OnAccept != nil {
+		t.Error("a read-only decision has an OnAccept hook")
 	}
 }
 
