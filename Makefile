@@ -10,7 +10,7 @@ CONFIG  ?= moat.example.toml
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/moat ./cmd/moat
 
-## run: run moat on the embedded defaults (moat.example.toml): a unix socket and 127.0.0.1:7357, SQLite state
+## run: run moat with moat.example.toml as it is: a unix socket and 127.0.0.1:7357, SQLite state
 run: build
 	./bin/moat check-config -c $(CONFIG)
 	./bin/moat serve -c $(CONFIG)
