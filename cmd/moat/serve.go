@@ -140,6 +140,10 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		removeSockets(mc)
 		return fail(stderr, err)
 	}
+	// Signals are caught before the start-up line: a SIGHUP sent as soon as it shows must reload, not kill.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
 	srv := milter.NewServer(mc, eng, log)
 	srv.CleanSpool()
 	log.Info("moat started", "version", policy.Version, "config", *path, "listen", strings.Join(mc.Listen, " "),
@@ -157,9 +161,6 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		}(ln)
 	}
 
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(sigs)
 	for sig := range sigs {
 		if sig == syscall.SIGHUP {
 			// Log file first, so that a rotated log gets the reload's own lines.
