@@ -46,6 +46,22 @@ func (e *Error) Error() string {
 	}
 }
 
+// KeyError is an error about the value of one key, made by code that validates a decoded table without the
+// file at hand (a service's constructor). [Section.Locate] turns it into an [*Error] with the file and line.
+type KeyError struct {
+	Key string // relative to the table, e.g. "timeout"
+	Err error
+}
+
+func (e *KeyError) Error() string { return e.Key + ": " + e.Err.Error() }
+
+func (e *KeyError) Unwrap() error { return e.Err }
+
+// KeyErrorf returns a [*KeyError] for key.
+func KeyErrorf(key, format string, args ...any) error {
+	return &KeyError{Key: key, Err: fmt.Errorf(format, args...)}
+}
+
 // File is a parsed configuration file.
 type File struct {
 	Path  string
@@ -264,6 +280,20 @@ func (s *Section) Errorf(key, format string, args ...any) error {
 		}
 	}
 	return &Error{File: s.file.Path, Line: s.file.line(full), Key: full, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Locate places err in the section: an [*Error] stays as it is, a [*KeyError] is located at its key, any other
+// error at the section itself. nil stays nil.
+func (s *Section) Locate(err error) error {
+	var ce *Error
+	if err == nil || errors.As(err, &ce) {
+		return err
+	}
+	var ke *KeyError
+	if errors.As(err, &ke) {
+		return s.Errorf(ke.Key, "%v", ke.Err)
+	}
+	return s.Errorf("", "%v", err)
 }
 
 // Decode fills the struct pointed to by v from the section. Fields not set in the file keep their values, so

@@ -15,6 +15,7 @@ import (
 
 	"github.com/moatmail/moat/config"
 	"github.com/moatmail/moat/policy"
+	"github.com/moatmail/moat/policy/policytest"
 	_ "github.com/moatmail/moat/test/testcheck"
 )
 
@@ -70,7 +71,7 @@ func mustServe(t testing.TB, toml string) *testServer {
 	}
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
-	eng, err := policy.Build(f, log)
+	eng, err := policy.Build(f, log, policytest.Services())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -385,7 +386,7 @@ func TestSwapUsesNewEngineForNewConnections(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eng, err := policy.Build(f, nil)
+	eng, err := policy.Build(f, nil, policytest.Services())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -43,7 +43,7 @@ panic_body = "PANIC-NOW"
 func newTx(t *testing.T, sp policy.SpoolSettings) (*policy.Transaction, *syncBuffer) {
 	t.Helper()
 	logs := &syncBuffer{}
-	e, err := policy.Build(policytest.Parse(t, txConfig), slog.New(slog.NewTextHandler(logs, nil)))
+	e, err := policy.Build(policytest.Parse(t, txConfig), slog.New(slog.NewTextHandler(logs, nil)), policytest.Services())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -14,7 +15,6 @@ import (
 	"time"
 
 	"github.com/moatmail/moat/config"
-	"github.com/moatmail/moat/policy"
 	"github.com/moatmail/moat/test/stack"
 )
 
@@ -173,9 +173,9 @@ func TestRedisReplyErrorIsConfigError(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, err = FromEnv(policy.NewEnv(f, nil))
+			_, err = fromConfig(t, f)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("FromEnv = %v, want an error containing %q", err, tc.want)
+				t.Fatalf("FromConfig = %v, want an error containing %q", err, tc.want)
 			}
 			if _, err := Load(context.Background(), f); err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("Load = %v, want an error containing %q", err, tc.want)
@@ -184,7 +184,7 @@ func TestRedisReplyErrorIsConfigError(t *testing.T) {
 	}
 	t.Run("right password", func(t *testing.T) {
 		f, _ := config.Parse("t.toml", []byte("[store]\nbackend = \"redis\"\nredis_addr = \""+srv.Addr+"\"\nredis_password = \"s3cret\"\nredis_db = 3\n"))
-		st, err := FromEnv(policy.NewEnv(f, nil))
+		st, err := fromConfig(t, f)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -192,8 +192,8 @@ func TestRedisReplyErrorIsConfigError(t *testing.T) {
 	})
 	t.Run("server down is not a config error", func(t *testing.T) {
 		f, _ := config.Parse("t.toml", []byte(fmt.Sprintf("[store]\nbackend = \"redis\"\nredis_addr = \"127.0.0.1:%d\"\nredis_timeout = \"300ms\"\n", stack.FreePort(t))))
-		if _, err := FromEnv(policy.NewEnv(f, nil)); err != nil {
-			t.Fatalf("FromEnv with the server down = %v, want a store that retries later", err)
+		if _, err := fromConfig(t, f); err != nil {
+			t.Fatalf("FromConfig with the server down = %v, want a store that retries later", err)
 		}
 	})
 }
@@ -303,7 +303,7 @@ func TestRelativePath(t *testing.T) {
 		t.Fatal("Load created the database")
 	}
 
-	st, err := FromEnv(policy.NewEnv(f, nil))
+	st, closeStore, err := FromConfig(f, slog.Default())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,7 +311,7 @@ func TestRelativePath(t *testing.T) {
 		t.Fatalf("serve opened %s, want %s", p, want)
 	}
 	expectOutcome(t, st, req("192.0.2.0/24", "a@example.com", "b@example.org", t0), GreyNew)
-	st.Close()
+	closeStore()
 	if _, err := os.Stat(filepath.Join(elsewhere, "state", "moat.db")); err == nil {
 		t.Fatal("a database was created in the working directory")
 	}
@@ -350,4 +350,13 @@ func TestRedisErrorKey(t *testing.T) {
 			t.Errorf("redisErrorKey(%v) = %q, want %q", tc.err, got, tc.want)
 		}
 	}
+}
+
+// fromConfig opens the daemon's store from f and closes it when the test ends.
+func fromConfig(t *testing.T, f *config.File) (Store, error) {
+	st, closeStore, err := FromConfig(f, slog.Default())
+	if err == nil {
+		t.Cleanup(func() { closeStore() })
+	}
+	return st, err
 }

@@ -42,19 +42,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/moatmail/moat/config"
-	"github.com/moatmail/moat/policy"
 	"github.com/redis/go-redis/v9"
 )
 
-func init() {
-	policy.RegisterSection("store")
-}
+// Table is the top-level configuration table of the store.
+const Table = "store"
 
 // ErrNotFound is returned when a key or entry does not exist (or has expired).
 var ErrNotFound = errors.New("store: not found")
@@ -294,58 +293,53 @@ func redisErrorKey(err error) string {
 	return ""
 }
 
-// FromEnv returns the configuration's store, opened once per configuration and shared by every check that
-// asks; it closes when the configuration is retired. For SQLite it also starts the purge timer.
-func FromEnv(env *policy.Env) (Store, error) {
-	v, err := env.Shared("store", func() (any, error) {
-		cfg, err := Resolve(env.Config)
-		if err != nil {
-			return nil, err
-		}
-		st, err := Open(context.Background(), cfg)
-		if err != nil {
-			key := "path"
-			if cfg.Backend == "redis" {
-				key = "redis_addr"
-			}
-			return nil, env.Config.Section("store").Errorf(key, "%v", err)
-		}
-		if rs, ok := st.(*Redis); ok {
-			ctx, cancel := context.WithTimeout(context.Background(), cfg.RedisTimeout.D())
-			err := rs.Ping(ctx)
-			cancel()
-			// A server that is down or unreachable may come back (go-redis reconnects), so moat starts and
-			// greylisting applies on_error meanwhile. A server that answers with an error (WRONGPASS, "DB
-			// index is out of range") will answer the same to every decision: that is a configuration error,
-			// and starting anyway would silently turn greylisting off.
-			if key := redisErrorKey(err); key != "" {
-				st.Close()
-				return nil, env.Config.Section("store").Errorf(key, "redis refuses the connection: %v", err)
-			}
-			if err != nil {
-				env.Logger.Warn("store: redis does not answer yet; it will be retried", "addr", cfg.RedisAddr, "err", err)
-			}
-		}
-		stop := func() {}
-		if st.Backend() == "sqlite" && cfg.PurgeInterval > 0 {
-			stop = startPurger(st, cfg.PurgeInterval.D(), func(n int, err error) {
-				if err != nil {
-					env.Logger.Warn("store: purge failed", "err", err)
-				} else if n > 0 {
-					env.Logger.Debug("store: purged expired entries", "n", n)
-				}
-			})
-		}
-		env.OnClose(func() error {
-			stop()
-			return st.Close()
-		})
-		return st, nil
-	})
+// FromConfig opens the store of the [store] table of f for the daemon (and `moat scan`): SQLite creates its
+// database, Redis may be down for now (go-redis reconnects). For SQLite it also starts the purge timer; close
+// stops the timer and closes the store. Errors name the file, line and key.
+func FromConfig(f *config.File, log *slog.Logger) (st Store, close func() error, err error) {
+	cfg, err := Resolve(f)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return v.(Store), nil
+	sec := f.Section(Table)
+	st, err = Open(context.Background(), cfg)
+	if err != nil {
+		key := "path"
+		if cfg.Backend == "redis" {
+			key = "redis_addr"
+		}
+		return nil, nil, sec.Errorf(key, "%v", err)
+	}
+	if rs, ok := st.(*Redis); ok {
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.RedisTimeout.D())
+		err := rs.Ping(ctx)
+		cancel()
+		// A server that is down or unreachable may come back (go-redis reconnects), so moat starts and
+		// greylisting applies on_error meanwhile. A server that answers with an error (WRONGPASS, "DB
+		// index is out of range") will answer the same to every decision: that is a configuration error,
+		// and starting anyway would silently turn greylisting off.
+		if key := redisErrorKey(err); key != "" {
+			st.Close()
+			return nil, nil, sec.Errorf(key, "redis refuses the connection: %v", err)
+		}
+		if err != nil {
+			log.Warn("store: redis does not answer yet; it will be retried", "addr", cfg.RedisAddr, "err", err)
+		}
+	}
+	stop := func() {}
+	if st.Backend() == "sqlite" && cfg.PurgeInterval > 0 {
+		stop = startPurger(st, cfg.PurgeInterval.D(), func(n int, err error) {
+			if err != nil {
+				log.Warn("store: purge failed", "err", err)
+			} else if n > 0 {
+				log.Debug("store: purged expired entries", "n", n)
+			}
+		})
+	}
+	return st, func() error {
+		stop()
+		return st.Close()
+	}, nil
 }
 
 // startPurger runs Purge every interval until the returned stop function is called.

@@ -94,7 +94,7 @@ func setupVerify(sec *config.Section, env *policy.Env) (policy.Check, error) {
 	if ch.temp, err = action.Parse(c.TempError, 1); err != nil {
 		return nil, sec.Errorf("temperror", "%v", err)
 	}
-	if ch.res, err = resolver.FromEnv(env); err != nil {
+	if ch.res, err = env.Resolver(); err != nil {
 		return nil, err
 	}
 	return ch, nil

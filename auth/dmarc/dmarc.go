@@ -90,7 +90,7 @@ func setup(sec *config.Section, env *policy.Env) (policy.Check, error) {
 		}
 		ch.override[ad] = pol
 	}
-	if ch.res, err = resolver.FromEnv(env); err != nil {
+	if ch.res, err = env.Resolver(); err != nil {
 		return nil, err
 	}
 	return ch, nil

@@ -127,7 +127,7 @@ func setup(sec *config.Section, env *policy.Env) (policy.Check, error) {
 	for _, w := range c.DynamicWords {
 		ch.words[strings.ToLower(w)] = true
 	}
-	res, err := resolver.FromEnv(env)
+	res, err := env.Resolver()
 	if err != nil {
 		return nil, err
 	}

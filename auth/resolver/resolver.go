@@ -49,12 +49,10 @@ import (
 
 	"github.com/moatmail/moat/config"
 	"github.com/moatmail/moat/internal/addr"
-	"github.com/moatmail/moat/policy"
 )
 
-func init() {
-	policy.RegisterSection("dns")
-}
+// Table is the top-level configuration table of the resolver.
+const Table = "dns"
 
 // Config is the [dns] table.
 type Config struct {
@@ -167,44 +165,25 @@ func New(cfg Config) (*Resolver, error) {
 	if len(servers) == 0 {
 		cc, err := dns.ClientConfigFromFile(ResolvConf)
 		if err != nil {
-			return nil, fmt.Errorf("resolver: no servers configured and %s unreadable: %w", ResolvConf, err)
+			return nil, &config.KeyError{Key: "servers", Err: fmt.Errorf("resolver: no servers configured and %s unreadable: %w", ResolvConf, err)}
 		}
 		for _, s := range cc.Servers {
 			servers = append(servers, net.JoinHostPort(s, cc.Port))
 		}
 		if len(servers) == 0 {
-			return nil, fmt.Errorf("resolver: no servers configured and none in %s", ResolvConf)
+			return nil, config.KeyErrorf("servers", "resolver: no servers configured and none in %s", ResolvConf)
 		}
 	}
 	norm := make([]string, 0, len(servers))
 	for _, s := range servers {
 		n, err := normalizeServer(s)
 		if err != nil {
-			return nil, err
+			return nil, &config.KeyError{Key: "servers", Err: err}
 		}
 		norm = append(norm, n)
 	}
-	if cfg.Timeout <= 0 {
-		return nil, errors.New("resolver: timeout must be positive")
-	}
-	if cfg.Retries < 0 || cfg.Retries > 10 {
-		return nil, errors.New("resolver: retries must be between 0 and 10")
-	}
-	if cfg.EDNS0Size != 0 && (cfg.EDNS0Size < 512 || cfg.EDNS0Size > 65535) {
-		return nil, errors.New("resolver: edns0_size must be 0 or between 512 and 65535")
-	}
-	if cfg.CacheSize < 0 {
-		return nil, errors.New("resolver: cache_size must not be negative")
-	}
-	if cfg.CacheMaxBytes < 0 {
-		return nil, errors.New("resolver: cache_max_bytes must not be negative")
-	}
-	// TTLs are whole seconds: a cap below one second would turn caching off without saying so.
-	if cfg.MaxTTL < 0 || (cfg.MaxTTL > 0 && cfg.MaxTTL.D() < time.Second) {
-		return nil, errors.New(`resolver: max_ttl must be "0s" (no positive caching) or at least 1s`)
-	}
-	if cfg.NegativeTTL < 0 || (cfg.NegativeTTL > 0 && cfg.NegativeTTL.D() < time.Second) {
-		return nil, errors.New(`resolver: negative_ttl must be "0s" (no negative caching) or at least 1s`)
+	if err := cfg.validate(); err != nil {
+		return nil, err
 	}
 	r := &Resolver{
 		servers:   norm,
@@ -226,6 +205,28 @@ func New(cfg Config) (*Resolver, error) {
 	return r, nil
 }
 
+// validate checks the values of cfg other than the servers; errors are *config.KeyError naming the key.
+func (cfg Config) validate() error {
+	switch {
+	case cfg.Timeout <= 0:
+		return config.KeyErrorf("timeout", "resolver: timeout must be positive")
+	case cfg.Retries < 0 || cfg.Retries > 10:
+		return config.KeyErrorf("retries", "resolver: retries must be between 0 and 10")
+	case cfg.EDNS0Size != 0 && (cfg.EDNS0Size < 512 || cfg.EDNS0Size > 65535):
+		return config.KeyErrorf("edns0_size", "resolver: edns0_size must be 0 or between 512 and 65535")
+	case cfg.CacheSize < 0:
+		return config.KeyErrorf("cache_size", "resolver: cache_size must not be negative")
+	case cfg.CacheMaxBytes < 0:
+		return config.KeyErrorf("cache_max_bytes", "resolver: cache_max_bytes must not be negative")
+	// TTLs are whole seconds: a cap below one second would turn caching off without saying so.
+	case cfg.MaxTTL < 0 || (cfg.MaxTTL > 0 && cfg.MaxTTL.D() < time.Second):
+		return config.KeyErrorf("max_ttl", `resolver: max_ttl must be "0s" (no positive caching) or at least 1s`)
+	case cfg.NegativeTTL < 0 || (cfg.NegativeTTL > 0 && cfg.NegativeTTL.D() < time.Second):
+		return config.KeyErrorf("negative_ttl", `resolver: negative_ttl must be "0s" (no negative caching) or at least 1s`)
+	}
+	return nil
+}
+
 func normalizeServer(s string) (string, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
@@ -241,44 +242,16 @@ func normalizeServer(s string) (string, error) {
 	return net.JoinHostPort(h, "53"), nil
 }
 
-// FromEnv returns the resolver of the configuration being built, creating it from the [dns] table the first
-// time a check asks for it. All checks of one configuration share it (and its cache).
-func FromEnv(env *policy.Env) (*Resolver, error) {
-	v, err := env.Shared("dns", func() (any, error) {
-		sec := env.Config.Section("dns")
-		cfg := DefaultConfig()
-		if err := sec.Decode(&cfg); err != nil {
-			return nil, err
-		}
-		r, err := New(cfg)
-		if err != nil {
-			key := ""
-			switch {
-			case strings.Contains(err.Error(), "server"):
-				key = "servers"
-			case strings.Contains(err.Error(), "timeout"):
-				key = "timeout"
-			case strings.Contains(err.Error(), "retries"):
-				key = "retries"
-			case strings.Contains(err.Error(), "edns0"):
-				key = "edns0_size"
-			case strings.Contains(err.Error(), "cache_size"):
-				key = "cache_size"
-			case strings.Contains(err.Error(), "cache_max_bytes"):
-				key = "cache_max_bytes"
-			case strings.Contains(err.Error(), "max_ttl"):
-				key = "max_ttl"
-			case strings.Contains(err.Error(), "negative_ttl"):
-				key = "negative_ttl"
-			}
-			return nil, sec.Errorf(key, "%v", err)
-		}
-		return r, nil
-	})
-	if err != nil {
+// FromConfig builds the resolver from the [dns] table of f over the defaults; errors name the file, line and
+// key.
+func FromConfig(f *config.File) (*Resolver, error) {
+	sec := f.Section(Table)
+	cfg := DefaultConfig()
+	if err := sec.Decode(&cfg); err != nil {
 		return nil, err
 	}
-	return v.(*Resolver), nil
+	r, err := New(cfg)
+	return r, sec.Locate(err)
 }
 
 // Stats returns a snapshot of the counters.

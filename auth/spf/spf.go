@@ -91,7 +91,7 @@ func setup(sec *config.Section, env *policy.Env) (policy.Check, error) {
 		return nil, sec.Errorf("helo_fail", "%v", err)
 	}
 	ch.heloFail = a
-	if ch.res, err = resolver.FromEnv(env); err != nil {
+	if ch.res, err = env.Resolver(); err != nil {
 		return nil, err
 	}
 	return ch, nil

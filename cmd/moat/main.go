@@ -85,7 +85,7 @@ func loadAll(path string, log *slog.Logger) (*config.File, *policy.Engine, error
 	if err != nil {
 		return nil, nil, err
 	}
-	eng, err := policy.Build(f, log)
+	eng, err := policy.Build(f, log, services())
 	if err != nil {
 		return nil, nil, err
 	}

@@ -202,7 +202,7 @@ func setup(sec *config.Section, env *policy.Env) (policy.Check, error) {
 		}
 		ch.lists = append(ch.lists, l)
 	}
-	res, err := resolver.FromEnv(env)
+	res, err := env.Resolver()
 	if err != nil {
 		return nil, err
 	}

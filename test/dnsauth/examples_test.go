@@ -10,6 +10,7 @@ import (
 	"github.com/moatmail/moat/auth/dkim"
 	"github.com/moatmail/moat/config"
 	"github.com/moatmail/moat/policy"
+	"github.com/moatmail/moat/policy/policytest"
 	"github.com/moatmail/moat/test/stack"
 )
 
@@ -39,7 +40,7 @@ func TestExampleConfigs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := policy.Build(f, nil)
+	e, err := policy.Build(f, nil, policytest.Services())
 	if err != nil {
 		t.Fatal(err)
 	}
