@@ -223,9 +223,6 @@ func (s *Section) File() *File { return s.file }
 // Present reports whether the table exists in the file.
 func (s *Section) Present() bool { return s.present }
 
-// Has reports whether key is set in the section.
-func (s *Section) Has(key string) bool { _, ok := s.m[key]; return ok }
-
 // Keys lists the keys set in the section, sorted.
 func (s *Section) Keys() []string {
 	keys := make([]string, 0, len(s.m))

@@ -1,5 +1,6 @@
-// Package store implements moat's state store: a small key/value store with expiry, plus the atomic
-// greylisting decision, behind one [Store] interface with two backends.
+// Package store implements moat's state store: greylisting triplets and client auto-whitelist counts, with
+// the atomic greylisting decision, behind one [Store] interface with two backends. It sits below policy: the
+// composition root (cmd/moat) opens it with [FromConfig] and hands it to the checks.
 //
 // # Backends
 //
@@ -55,20 +56,11 @@ import (
 // Table is the top-level configuration table of the store.
 const Table = "store"
 
-// ErrNotFound is returned when a key or entry does not exist (or has expired).
+// ErrNotFound is returned when an entry does not exist (or has expired).
 var ErrNotFound = errors.New("store: not found")
 
 // Store is the state store. All methods are safe for concurrent use.
 type Store interface {
-	// Get returns the value stored under key, or ErrNotFound.
-	Get(ctx context.Context, key string) ([]byte, error)
-	// Set stores value under key; it expires after ttl (never when ttl is 0).
-	Set(ctx context.Context, key string, value []byte, ttl time.Duration) error
-	// Delete removes key; deleting a missing key is not an error.
-	Delete(ctx context.Context, key string) error
-	// Keys lists the live keys that start with prefix, sorted.
-	Keys(ctx context.Context, prefix string) ([]string, error)
-
 	// Greylist makes one greylisting decision for a triplet, atomically: two concurrent first attempts of
 	// the same triplet create exactly one record, and exactly one of them is told it is new.
 	Greylist(ctx context.Context, req GreyRequest) (GreyResult, error)
