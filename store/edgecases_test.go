@@ -35,7 +35,7 @@ func passTriplet(t *testing.T, st Store, r GreyRequest) {
 }
 
 func runSuiteReview(t *testing.T, open func(t *testing.T) Store) {
-	// Review bug 1: a network that earned auto-whitelisting is not greylisted again when its next sender
+	// A network that earned auto-whitelisting is not greylisted again when its next sender
 	// passes SPF (the client key becomes spf:DOMAIN), and passes under an spf: key count for the network.
 	t.Run("AutoWhitelistNetworkAndSPF", func(t *testing.T) {
 		st := open(t)
@@ -76,7 +76,7 @@ func runSuiteReview(t *testing.T, open func(t *testing.T) Store) {
 		expectOutcome(t, st, netReq("spf:big.example", "203.0.113.0/24", "z@big.example", now), GreyWhitelisted)
 	})
 
-	// Review bug 8: listing filters, sorts and limits in the store; an ID prefix selects by range.
+	// Listing filters, sorts and limits in the store; an ID prefix selects by range.
 	t.Run("GreyList", func(t *testing.T) {
 		st := open(t)
 		ctx := context.Background()
@@ -134,7 +134,7 @@ func runSuiteReview(t *testing.T, open func(t *testing.T) Store) {
 	})
 }
 
-// Review bug 6 of [store]: redis_db is checked against the server's number of databases.
+// [store] redis_db is checked against the server's number of databases.
 func TestDecodeRedisDB(t *testing.T) {
 	for _, tc := range []struct{ toml, wantErr string }{
 		{"redis_db = 15\n", ""},
@@ -153,7 +153,7 @@ func TestDecodeRedisDB(t *testing.T) {
 	}
 }
 
-// Review bug 2: a Redis server that refuses the connection's set-up (wrong password, a database it does not
+// A Redis server that refuses the connection's set-up (wrong password, a database it does not
 // have) is a configuration error at the key, not a warning; a server that is merely down is a warning.
 func TestRedisReplyErrorIsConfigError(t *testing.T) {
 	srv := stack.StartRedis(t)
@@ -198,7 +198,7 @@ func TestRedisReplyErrorIsConfigError(t *testing.T) {
 	})
 }
 
-// Review bug 5: the greylisting script is never resent. A proxy in front of the real server lets the script
+// The greylisting script is never resent. A proxy in front of the real server lets the script
 // through but drops the server's reply and closes the connection, as a connection lost after the server ran
 // the script. go-redis retries a command that met EOF; for the script that would run it a second time and
 // count two attempts for one (go-redis v9.23 does not retry after a read timeout, but does after EOF).
@@ -272,7 +272,7 @@ func startDropProxy(t *testing.T, target string) *dropProxy {
 	return px
 }
 
-// Review bug 3: a relative path is relative to the configuration file, whatever the working directory;
+// A relative path is relative to the configuration file, whatever the working directory;
 // command-line tools never create the database, and say which absolute path they looked at.
 func TestRelativePath(t *testing.T) {
 	confDir, elsewhere := t.TempDir(), t.TempDir()

@@ -89,7 +89,7 @@ func report(b *testing.B, vs []variant, got map[string]float64) {
 }
 
 // BenchmarkThroughput: Postfix alone against Postfix + moat with no checks, over a unix socket and over TCP.
-// Targets (issue 2): moat with no checks at least 0.6 of Postfix alone; TCP within 10% of the unix socket.
+// Targets: moat with no checks at least 0.6 of Postfix alone; TCP within 10% of the unix socket.
 func BenchmarkThroughput(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		got := measure(b, variants)

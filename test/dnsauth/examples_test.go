@@ -14,7 +14,7 @@ import (
 	"github.com/moatmail/moat/test/stack"
 )
 
-// TestExampleConfigs builds an engine from the example.toml of every package of issue 4 together, so that
+// TestExampleConfigs builds an engine from the example.toml of every DNS and sender authentication check together, so that
 // the documented examples stay valid (unknown keys, bad values and missing tables all fail Build).
 func TestExampleConfigs(t *testing.T) {
 	root := stack.RepoRoot(t)
