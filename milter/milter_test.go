@@ -16,7 +16,7 @@ import (
 	"github.com/moatmail/moat/config"
 	"github.com/moatmail/moat/policy"
 	"github.com/moatmail/moat/policy/policytest"
-	_ "github.com/moatmail/moat/test/testcheck"
+	_ "github.com/moatmail/moat/test/scriptedcheck"
 )
 
 // syncBuffer is a log sink the test reads while the server writes.

@@ -12,7 +12,7 @@ import (
 
 	"github.com/moatmail/moat/policy"
 	"github.com/moatmail/moat/policy/policytest"
-	_ "github.com/moatmail/moat/test/testcheck"
+	_ "github.com/moatmail/moat/test/scriptedcheck"
 )
 
 // syncBuffer is a log destination the engine's goroutines may write to while the test reads it.

@@ -1,11 +1,11 @@
-// Package bench measures moat's throughput through a real, private Postfix with smtp-source, as ratios
+// Package throughput measures moat's throughput through a real, private Postfix with smtp-source, as ratios
 // against baselines measured in the same run (the machine is shared and noisy: absolute numbers mean little).
 //
 //	smtp-source (10 sessions, 2,000 messages of 5 KB) -> Postfix (discard delivery) -> moat (milter)
 //
-// Run with `make bench` (go test -run '^$' -bench . ./test/bench/). Each variant is measured three times,
+// Run with `make bench` (go test -run '^$' -bench . ./test/throughput/). Each variant is measured three times,
 // the variants interleaved, and the median reported.
-package bench
+package throughput
 
 import (
 	"fmt"
