@@ -131,7 +131,7 @@ func Aligned(id, from string, strict bool) bool {
 // returns the record, the domain it was found at, and an error that is temporary when the DNS failed; a nil
 // record without error means no policy.
 //
-// ../rfc/7489 section 6.6.3: the organizational domain is asked only when the From domain has no DMARC
+// RFC 7489 section 6.6.3: the organizational domain is asked only when the From domain has no DMARC
 // record; several records at the From domain end the discovery there, without policy (step 5).
 func Lookup(ctx context.Context, res *resolver.Resolver, from string) (*Record, string, error) {
 	from, err := addr.DomainASCII(from)
@@ -167,7 +167,7 @@ func lookupAt(ctx context.Context, res *resolver.Resolver, domain string) (*Reco
 		}
 		recs = append(recs, r)
 	}
-	// ../rfc/7489 section 6.6.3 step 5: more than one record, or none, means no policy here.
+	// RFC 7489 section 6.6.3 step 5: more than one record, or none, means no policy here.
 	if len(recs) != 1 {
 		return nil, len(recs), nil
 	}
@@ -189,7 +189,7 @@ func (c *Check) Message(ctx context.Context, s *policy.Session, m policy.Message
 		s.Set(policy.FactDMARCResult, string(policy.StatusPermError))
 		f := policy.Finding{Status: policy.StatusPermError, Reason: "dmarc-bad-from", Detail: err.Error(),
 			AuthResult: &policy.AuthResult{Method: "dmarc", Result: "permerror", Reason: err.Error()}}
-		c.multipleFrom.Apply(&f, policy.Reply{Code: 550, Enhanced: "5.7.1",
+		f.ApplyAction(c.multipleFrom, policy.Reply{Code: 550, Enhanced: "5.7.1",
 			Text: "Message needs exactly one From: domain (RFC 7489 section 6.6.1)"}, policy.Reply{})
 		return []policy.Finding{f}
 	}
@@ -200,7 +200,7 @@ func (c *Check) Message(ctx context.Context, s *policy.Session, m policy.Message
 		ar.Result = "temperror"
 		f := policy.Finding{Status: policy.StatusTempError, Reason: "dmarc-temperror", Err: err, AuthResult: ar,
 			Detail: "record lookup for " + from + " failed"}
-		c.temp.Apply(&f, policy.Reply{}, policy.Reply{Code: 451, Enhanced: "4.7.1",
+		f.ApplyAction(c.temp, policy.Reply{}, policy.Reply{Code: 451, Enhanced: "4.7.1",
 			Text: "DMARC policy lookup for " + from + " failed temporarily, please try again later"})
 		return []policy.Finding{f}
 	}
@@ -221,7 +221,7 @@ func (c *Check) Message(ctx context.Context, s *policy.Session, m policy.Message
 	}
 	pol := rec.Policy
 	if recDomain != from && rec.SubdomainPolicy != "" {
-		pol = rec.SubdomainPolicy // ../rfc/7489 section 6.3, sp: subdomains of the organizational domain
+		pol = rec.SubdomainPolicy // RFC 7489 section 6.3, sp: subdomains of the organizational domain
 	}
 	detail := fmt.Sprintf("from %s, record at %s: p=%s", from, recDomain, pol)
 	if spfOK || dkimOK {
@@ -238,7 +238,7 @@ func (c *Check) Message(ctx context.Context, s *policy.Session, m policy.Message
 	s.Set(policy.FactDMARCResult, "fail")
 	applied := pol
 	if rec.Percent < 100 && c.sample() >= rec.Percent {
-		// ../rfc/7489 section 6.6.4: outside the pct sample, apply the next less strict policy.
+		// RFC 7489 section 6.6.4: outside the pct sample, apply the next less strict policy.
 		switch pol {
 		case PolicyReject:
 			applied = PolicyQuarantine

@@ -341,7 +341,7 @@ func (c *Check) Mail(ctx context.Context, s *policy.Session) []policy.Finding {
 		if r == ReasonTempError {
 			f.Status = policy.StatusTempError
 		}
-		a.Apply(&f, policy.Reply{Code: code, Enhanced: enh, Text: describe(r, s)},
+		f.ApplyAction(a, policy.Reply{Code: code, Enhanced: enh, Text: describe(r, s)},
 			policy.Reply{Code: 451, Enhanced: "4.7.25", Text: "Reverse DNS lookup failed temporarily, please try again later"})
 		out = append(out, f)
 	}

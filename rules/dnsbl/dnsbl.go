@@ -433,7 +433,7 @@ func (c *Check) query(ctx context.Context, t listType, q string) result {
 					continue
 				}
 				if !In127(a) {
-					// ../rfc/5782 section 2.1: a listing is an address in 127/8. Anything else is a broken
+					// RFC 5782 section 2.1: a listing is an address in 127/8. Anything else is a broken
 					// or wildcarding list, never a listing.
 					c.logListError(l.zone, q, a, "list answered outside 127.0.0.0/8, ignoring it (the list may be broken or expired)")
 					out[j].err = fmt.Sprintf("%s: answer %s outside 127.0.0.0/8", l.zone, a)
