@@ -1,5 +1,6 @@
-// Package action implements the configurable answer of moat's DNS checks to one of their results:
-// "reject", "tempfail", "quarantine", "score" (with a default score) or "score:N", and "ignore" (record only).
+// Package action implements the configurable answer of a check (SPF, DKIM, DMARC, rDNS, attachments) to one
+// of its results: "reject", "tempfail", "quarantine", "score" (with a default score) or "score:N", and
+// "ignore" (record only).
 // It sits below policy; policy.Finding.ApplyAction turns an action into a finding's verdict.
 package action
 

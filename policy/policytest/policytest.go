@@ -1,5 +1,5 @@
-// Package policytest has helpers for tests of checks: it builds an engine from configuration text, holds a
-// message in memory, splits a header block as the milter hands it over, picks the headers an outcome adds,
+// Package policytest has helpers for tests of checks: it builds an engine from configuration text with the
+// services cmd/moat gives (or a resolver of the test's own), holds a message in memory, splits a header block as the milter hands it over, picks the headers an outcome adds,
 // and builds an engine from a check's example.toml.
 //
 // # Configuration text
