@@ -12,7 +12,7 @@
 //
 // The engines get the services moat's composition root gives them ([Services]: the resolver from [dns], the
 // store from [store]). A DNS test either writes a [dns] table (dnstest's Server.Table) or hands a resolver
-// over with [WithResolver], e.g. EngineWith(t, text, WithResolver(Resolver(t, srv.Addr))).
+// over with [WithResolver], e.g. EngineWith(t, text, WithResolver(Resolver(t, srv.Addr, time.Second))).
 package policytest
 
 import (
@@ -66,14 +66,14 @@ func WithResolver(r *resolver.Resolver) policy.Services {
 	return svc
 }
 
-// Resolver returns a resolver that asks only the DNS server at addr (a dnstest server), with a short
-// timeout, one retry and the default cache.
-func Resolver(t testing.TB, addr string) *resolver.Resolver {
+// Resolver returns a resolver that asks only the DNS server at addr (a dnstest server), each query once
+// with the given timeout, with the default cache.
+func Resolver(t testing.TB, addr string, timeout time.Duration) *resolver.Resolver {
 	t.Helper()
 	cfg := resolver.DefaultConfig()
 	cfg.Servers = []string{addr}
-	cfg.Timeout = config.Duration(500 * time.Millisecond)
-	cfg.Retries = 1
+	cfg.Timeout = config.Duration(timeout)
+	cfg.Retries = 0
 	r, err := resolver.New(cfg)
 	if err != nil {
 		t.Fatal(err)
