@@ -127,6 +127,35 @@ func Aligned(id, from string, strict bool) bool {
 	return OrgDomain(id) == OrgDomain(from)
 }
 
+// appliedPolicy returns the policy moat applies to a failing message from the domain from, whose record rec
+// asks for pol: less strict outside the pct sample, the operator's override, none with apply_policy off. why
+// says what changed it, for the finding's detail.
+func (c *Check) appliedPolicy(from string, rec *Record, pol Policy) (applied Policy, why string) {
+	applied = pol
+	if rec.Percent < 100 && c.sample() >= rec.Percent {
+		// RFC 7489 section 6.6.4: outside the pct sample, apply the next less strict policy.
+		switch pol {
+		case PolicyReject:
+			applied = PolicyQuarantine
+		case PolicyQuarantine:
+			applied = PolicyNone
+		}
+		why += fmt.Sprintf(" (pct=%d, not sampled: %s)", rec.Percent, applied)
+	}
+	if o, ok := c.override[from]; ok {
+		applied = o
+		why += ", override " + string(o)
+	} else if o, ok := c.override[OrgDomain(from)]; ok {
+		applied = o
+		why += ", override " + string(o)
+	}
+	if !c.apply {
+		applied = PolicyNone
+		why += ", apply_policy off"
+	}
+	return applied, why
+}
+
 // Lookup finds the DMARC record for a From domain: at the domain, else at its organizational domain. It
 // returns the record, the domain it was found at, and an error that is temporary when the DNS failed; a nil
 // record without error means no policy.
@@ -236,28 +265,8 @@ func (c *Check) Message(ctx context.Context, s *policy.Session, m policy.Message
 	}
 	ar.Result = "fail"
 	s.Set(policy.FactDMARCResult, "fail")
-	applied := pol
-	if rec.Percent < 100 && c.sample() >= rec.Percent {
-		// RFC 7489 section 6.6.4: outside the pct sample, apply the next less strict policy.
-		switch pol {
-		case PolicyReject:
-			applied = PolicyQuarantine
-		case PolicyQuarantine:
-			applied = PolicyNone
-		}
-		detail += fmt.Sprintf(" (pct=%d, not sampled: %s)", rec.Percent, applied)
-	}
-	if o, ok := c.override[from]; ok {
-		applied = o
-		detail += ", override " + string(o)
-	} else if o, ok := c.override[OrgDomain(from)]; ok {
-		applied = o
-		detail += ", override " + string(o)
-	}
-	if !c.apply {
-		applied = PolicyNone
-		detail += ", apply_policy off"
-	}
+	applied, why := c.appliedPolicy(from, rec, pol)
+	detail += why
 	s.Set(policy.FactDMARCPolicy, string(applied))
 	f := policy.Finding{Status: policy.StatusFail, Reason: "dmarc-fail", AuthResult: ar, Detail: detail,
 		Tests: []string{"DMARC_FAIL_" + strings.ToUpper(string(pol))}}
