@@ -1,11 +1,10 @@
 package policy
 
 import (
+	"errors"
 	"log/slog"
 	"sort"
 	"sync"
-
-	"errors"
 
 	"github.com/moatmail/moat/auth/resolver"
 	"github.com/moatmail/moat/config"
