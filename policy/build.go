@@ -61,9 +61,10 @@ type entry struct {
 }
 
 // Build builds an engine from a configuration file: it validates the top-level tables, the [policy] table and
-// every [checks.NAME] table, and sets up the enabled checks in Order. It goes on after an invalid table, so
-// that the error it returns lists every table's error (errors.Join), each naming file, line and key.
-func Build(f *config.File, logger *slog.Logger) (*Engine, error) {
+// every [checks.NAME] table, and sets up the enabled checks in Order, handing them the services svc. It goes
+// on after an invalid table, so that the error it returns lists every table's error (errors.Join), each
+// naming file, line and key.
+func Build(f *config.File, logger *slog.Logger, svc Services) (*Engine, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
@@ -71,7 +72,7 @@ func Build(f *config.File, logger *slog.Logger) (*Engine, error) {
 		return nil, err
 	}
 	var errs []error
-	errs = append(errs, checkTopLevel(f))
+	errs = append(errs, checkTopLevel(f, svc.knownTables()))
 	st, err := loadSettings(f)
 	errs = append(errs, err)
 	checks := f.Section("checks")
@@ -84,7 +85,7 @@ func Build(f *config.File, logger *slog.Logger) (*Engine, error) {
 	e := &Engine{
 		Settings: st,
 		params:   Params{DryRun: st.DryRun, TagScore: st.TagScore, QuarantineScore: st.QuarantineScore, RejectScore: st.RejectScore},
-		env:      NewEnv(f, logger),
+		env:      NewEnv(f, logger, svc),
 		log:      logger,
 	}
 	for _, name := range Order {
@@ -114,8 +115,7 @@ func Build(f *config.File, logger *slog.Logger) (*Engine, error) {
 }
 
 // checkTopLevel refuses a top-level table moat does not know (a typo would otherwise be ignored silently).
-func checkTopLevel(f *config.File) error {
-	known := knownSections()
+func checkTopLevel(f *config.File, known []string) error {
 	var errs []error
 	for _, k := range f.TopKeys() {
 		if !contains(known, k) {

@@ -8,6 +8,10 @@
 //
 // Every command, with the subcommands of the checks (dkim keygen, greylist, learn), is listed by `moat help`;
 // `moat COMMAND --help` describes one.
+//
+// This package is the composition root: it links the checks in (blank imports in checks_*.go), builds the
+// services they share from their tables (services.go: the resolver from [dns], the store from [store]) and
+// hands both to policy.Build, and the engine to the milter.
 package main
 
 import (
@@ -236,7 +240,7 @@ func loadAll(path string, log *slog.Logger) (*config.File, *policy.Engine, error
 	if err != nil {
 		return nil, nil, err
 	}
-	eng, err := policy.Build(f, log)
+	eng, err := policy.Build(f, log, services())
 	if err != nil {
 		return nil, nil, err
 	}
@@ -258,7 +262,7 @@ func runCheckConfig(args []string, stdout, stderr io.Writer) int {
 	}
 	// Every table is validated even after one failed, so that one run lists every error of the file.
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	eng, engErr := policy.Build(f, log)
+	eng, engErr := policy.Build(f, log, services())
 	if eng != nil {
 		defer eng.Retire()
 	}

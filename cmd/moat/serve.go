@@ -131,7 +131,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	}
 	var eng *policy.Engine
 	if err == nil {
-		eng, err = policy.Build(f, log)
+		eng, err = policy.Build(f, log, services())
 	}
 	if err != nil {
 		for _, ln := range lns {
@@ -199,7 +199,7 @@ func reload(path string, running milter.Config, runningLog logConfig, srv *milte
 	}
 	var eng *policy.Engine
 	if err == nil {
-		eng, err = policy.Build(f, log)
+		eng, err = policy.Build(f, log, services())
 	}
 	if err != nil {
 		log.Error("reload failed; the running configuration stays in force", "err", err)
