@@ -93,6 +93,7 @@ func TestBadCommandLines(t *testing.T) {
 		{"scan", "-c", cfg, "a.eml", "b.eml"},
 		{"dkim", "keygen", "example.com"},
 		{"dkim", "rotate"},
+		{"dkim", "keygen", "example.com", "../sel"},
 		{"learn", "-c", cfg, "spam"},
 		{"help", "frobnicate"},
 		{"frobnicate"},

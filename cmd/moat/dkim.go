@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/moatmail/moat/auth/dkim"
 )
@@ -40,6 +41,9 @@ func runDKIM(args []string, stdout, stderr io.Writer) int {
 	}
 	if len(operands) != 2 {
 		return usageError(stderr, "dkim", "keygen takes DOMAIN and SELECTOR")
+	}
+	if strings.ContainsAny(operands[0]+operands[1], "/\\") {
+		return usageError(stderr, "dkim", "DOMAIN and SELECTOR must not contain a path separator")
 	}
 	keyPath := *out
 	if keyPath == "" {
