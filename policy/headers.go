@@ -219,6 +219,9 @@ func (e *Engine) trace(s *Session, out *Outcome) string {
 			parts = append(parts, "auth-type="+token(s.Auth.Type))
 		}
 	}
+	if v := s.Get(FactCorrespondent); v != "" {
+		parts = append(parts, "correspondent="+token(v))
+	}
 	var checks []string
 	for _, f := range s.Findings() {
 		c := f.Check + ":" + string(f.Status)
