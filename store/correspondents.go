@@ -195,8 +195,9 @@ func (r *Redis) RecordCorrespondents(ctx context.Context, batch []CorrRecord) er
 				// Lowest scores first: the keys used least recently go.
 				p.ZRemRangeByRank(ctx, key, 0, int64(-rec.Max-1))
 			}
-			// The set goes when its newest key expires; a later record extends it.
-			p.PExpireAt(ctx, key, exp)
+			// The set outlives its newest key (whose expiry is this write's); the server's own clock counts
+			// the TTL, so that a caller's clock in the past does not drop the set at once.
+			p.PExpire(ctx, key, rec.Expiry)
 		}
 		return nil
 	})

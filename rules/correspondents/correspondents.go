@@ -342,7 +342,7 @@ func (c *Check) Message(ctx context.Context, s *policy.Session, _ policy.Message
 	}
 	now := c.now()
 	weakest, n := "", 0
-	var users []string
+	var refresh []store.CorrRecord
 	for _, r := range s.AcceptedRcpts() {
 		if !c.Local(r.Addr.Domain) {
 			continue
@@ -367,7 +367,14 @@ func (c *Check) Message(ctx context.Context, s *policy.Session, _ policy.Message
 		if weakest == "" || m == MatchDomain || (m == MatchReply && weakest == MatchAddress) {
 			weakest = m
 		}
-		users = append(users, user)
+		// Refreshed on use: the keys that matched live on; a reply or domain match is not turned into more.
+		var used []string
+		for i, h := range hit {
+			if h {
+				used = append(used, keys[i])
+			}
+		}
+		refresh = append(refresh, store.CorrRecord{User: user, Keys: used, Now: now, Expiry: c.cfg.Expiry.D(), Max: c.cfg.MaxPerUser})
 	}
 	if n == 0 {
 		return []policy.Finding{{Status: policy.StatusSkipped, Reason: "no-local-recipient"}}
@@ -390,13 +397,8 @@ func (c *Check) Message(ctx context.Context, s *policy.Session, _ policy.Message
 		score = c.cfg.DomainScore
 	}
 	if !s.ReadOnly {
-		// Refreshed on use: the correspondent's address (and domain) live on for the users it writes to.
-		refresh := keys[:1]
-		if c.cfg.Domains {
-			refresh = keys[:2]
-		}
-		for _, u := range users {
-			c.w.enqueue(store.CorrRecord{User: u, Keys: refresh, Now: now, Expiry: c.cfg.Expiry.D(), Max: c.cfg.MaxPerUser})
+		for _, r := range refresh {
+			c.w.enqueue(r)
 		}
 	}
 	return []policy.Finding{{Status: policy.StatusPass, Reason: "correspondent", Score: score, Scored: true,
