@@ -2,11 +2,14 @@ package correspondents
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/moatmail/moat/config"
 	"github.com/moatmail/moat/internal/addr"
 	"github.com/moatmail/moat/policy"
 	"github.com/moatmail/moat/policy/policytest"
@@ -85,7 +88,7 @@ func TestRecordAndMatch(t *testing.T) {
 		name, from string
 		facts      map[string]string
 		headers    []policy.Header
-		rcptMark   bool   // RCPT: greylisting is to skip the recipient
+		rcptMark   bool // RCPT: greylisting is to skip the recipient
 		status     policy.Status
 		score      float64
 		fact       string // FactCorrespondent
@@ -225,5 +228,30 @@ func TestConfigErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.key) || !strings.Contains(err.Error(), policytest.FileName) {
 			t.Errorf("table %q: error %v, want one naming %s and the file", tc.table, err, tc.key)
 		}
+	}
+}
+
+// TestExampleConfig: example.toml (with the store's) is a valid configuration.
+func TestExampleConfig(t *testing.T) {
+	var data []byte
+	for _, p := range []string{"../../store/example.toml", "example.toml"} {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data = append(append(data, b...), '\n')
+	}
+	t.Chdir(t.TempDir()) // the example's store is ./moat.db
+	f, err := config.Parse("example.toml", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := policy.Build(f, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Retire()
+	if fmt.Sprint(e.Checks()) != "[correspondents]" {
+		t.Fatalf("checks %v", e.Checks())
 	}
 }
