@@ -61,7 +61,8 @@ CREATE INDEX IF NOT EXISTS correspondents_user_expires ON correspondents(user, e
 CREATE INDEX IF NOT EXISTS correspondents_expires ON correspondents(expires);
 `
 
-// RecordCorrespondents implements Correspondents.
+// RecordCorrespondents implements Correspondents: one transaction for the batch, one prepared upsert, and the
+// expired and excess keys of each user deleted once per batch.
 func (s *SQLite) RecordCorrespondents(ctx context.Context, batch []CorrRecord) error {
 	if len(batch) == 0 {
 		return nil
@@ -71,21 +72,35 @@ func (s *SQLite) RecordCorrespondents(ctx context.Context, batch []CorrRecord) e
 		return fmt.Errorf("store: record correspondents: %w", err)
 	}
 	defer tx.Rollback()
+	upsert, err := tx.PrepareContext(ctx, `INSERT INTO correspondents (user, key, expires) VALUES (?, ?, ?)
+		ON CONFLICT (user, key) DO UPDATE SET expires = max(expires, excluded.expires)`)
+	if err != nil {
+		return fmt.Errorf("store: record correspondents: %w", err)
+	}
+	defer upsert.Close()
+	last := map[string]CorrRecord{} // per user, the latest record decides what is expired and the bound
+	var users []string
 	for _, r := range batch {
 		exp := ms(r.Now.Add(r.Expiry))
 		for _, k := range r.Keys {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO correspondents (user, key, expires) VALUES (?, ?, ?)
-				ON CONFLICT (user, key) DO UPDATE SET expires = max(expires, excluded.expires)`, r.User, k, exp); err != nil {
+			if _, err := upsert.ExecContext(ctx, r.User, k, exp); err != nil {
 				return fmt.Errorf("store: record correspondents: %w", err)
 			}
 		}
-		if _, err := tx.ExecContext(ctx, "DELETE FROM correspondents WHERE user = ? AND expires <= ?", r.User, ms(r.Now)); err != nil {
+		if _, ok := last[r.User]; !ok {
+			users = append(users, r.User)
+		}
+		last[r.User] = r
+	}
+	for _, u := range users {
+		r := last[u]
+		if _, err := tx.ExecContext(ctx, "DELETE FROM correspondents WHERE user = ? AND expires <= ?", u, ms(r.Now)); err != nil {
 			return fmt.Errorf("store: record correspondents: %w", err)
 		}
 		if r.Max > 0 {
 			if _, err := tx.ExecContext(ctx, `DELETE FROM correspondents WHERE user = ? AND key IN
 				(SELECT key FROM correspondents WHERE user = ? ORDER BY expires DESC, key LIMIT -1 OFFSET ?)`,
-				r.User, r.User, r.Max); err != nil {
+				u, u, r.Max); err != nil {
 				return fmt.Errorf("store: record correspondents: %w", err)
 			}
 		}
