@@ -72,7 +72,7 @@ type Finding struct {
 
 	// Correspondent, on a finding of the RCPT stage, says the sender proved to be someone the recipient wrote
 	// to: the policy step marks the recipient (Recipient.Correspondent), and checks that only delay strangers'
-	// mail (greylisting) leave it alone. Dry-run findings never mark.
+	// mail (greylisting) leave it alone. The engine clears it for a check in dry run.
 	Correspondent bool
 
 	// AddHeaders are added to the message when it is accepted.

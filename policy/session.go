@@ -96,10 +96,10 @@ type Recipient struct {
 func (r *Recipient) Accepted() bool { return r.Decision.Action.accepts() }
 
 // Correspondent reports whether a check before the caller found the sender to be a proven correspondent of
-// this recipient (a Finding with Correspondent set, not in dry run). Greylisting skips such a recipient.
+// this recipient (a Finding with Correspondent set; the engine clears it for checks in dry run). Greylisting skips such a recipient.
 func (r *Recipient) Correspondent() bool {
 	for _, f := range r.Findings {
-		if f.Correspondent && !f.DryRun {
+		if f.Correspondent {
 			return true
 		}
 	}

@@ -22,7 +22,7 @@ const Usage = `usage: moat correspondents list USER
        moat correspondents import USER FILE
 
 list    lists USER's live correspondents: kind (address, domain, reply), hashed key, expiry; addresses are
-        stored only as hashes, so they cannot be shown
+        stored only as hashes, so they cannot be shown; the count is of addresses and domains
 forget  forgets every correspondent of USER, or one address (and its domain), or one domain
 import  records the addresses of FILE (one a line, "Name <addr>" or addr; # comments) as correspondents
         of USER, as if USER had written to them`
@@ -68,13 +68,18 @@ func Command(ctx context.Context, f *config.File, args []string, stdout io.Write
 		if err != nil {
 			return err
 		}
+		rs, err := cs.CorrespondentEntries(ctx, RepliesKey(addrString(user)), now)
+		if err != nil {
+			return err
+		}
+		es = append(es, rs...)
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "KIND\tKEY\tEXPIRES")
 		for _, e := range es {
 			fmt.Fprintf(tw, "%s\t%s\t%s\n", KeyKind(e.Key), e.Key, e.Expires.UTC().Format(time.RFC3339))
 		}
 		tw.Flush()
-		fmt.Fprintf(stdout, "%d correspondents of %s\n", len(es), addrString(user))
+		fmt.Fprintf(stdout, "%d correspondents of %s, %d sent Message-IDs\n", len(es)-len(rs), addrString(user), len(rs))
 	case "forget":
 		var keys []string
 		what := "every correspondent"
@@ -93,6 +98,13 @@ func Command(ctx context.Context, f *config.File, args []string, stdout io.Write
 		n, err := cs.ForgetCorrespondents(ctx, uk, keys)
 		if err != nil {
 			return err
+		}
+		if len(keys) == 0 {
+			m, err := cs.ForgetCorrespondents(ctx, RepliesKey(addrString(user)), nil)
+			if err != nil {
+				return err
+			}
+			n += m
 		}
 		fmt.Fprintf(stdout, "forgot %s of %s: %d keys deleted\n", what, addrString(user), n)
 	case "import":

@@ -7,8 +7,9 @@
 // local domain records, for that local user and each accepted recipient outside the local domains, the
 // recipient's address, the recipient's domain and the message's Message-ID. Each key expires after expiry
 // (365d) and is refreshed whenever it is written again (a new message to that correspondent, or a proven
-// message from them). A user keeps at most max_per_user keys, those used most recently, so that a mailing-list
-// blast cannot fill the store. The records of a message go to a background writer that batches them: one
+// message from them). A user keeps at most max_per_user addresses and domains, those used most recently, so
+// that a mailing-list blast cannot fill the store, and as many sent Message-IDs in a set of their own, so that
+// much mail to few people does not push those people out. The records of a message go to a background writer that batches them: one
 // store write per batch (one SQLite transaction, one Redis MULTI/EXEC), never a wait for the SMTP session.
 //
 // Users and keys are stored as SHA-256 hashes (of the lower-cased address, domain or Message-ID): no address
@@ -215,8 +216,11 @@ func (c *Check) Local(domain string) bool {
 	}
 }
 
-// UserKey is the store's name of a local user: a hash of the lower-cased address.
-func UserKey(user string) string { return hashOf("u", strings.ToLower(user)) }
+// UserKey is the store's name of a local user's correspondents (addresses and domains), RepliesKey that of
+// the Message-IDs the user sent: hashes of the lower-cased address. Message-IDs have a set (and a bound) of
+// their own, so that a user who sends much mail to few people does not push those people out.
+func UserKey(user string) string    { return hashOf("u", strings.ToLower(user)) }
+func RepliesKey(user string) string { return hashOf("r", strings.ToLower(user)) }
 
 // AddressKey, DomainKey and ReplyKey are the store's keys of a correspondent's address, a domain and a
 // Message-ID (with or without angle brackets); the first letter says which.
@@ -336,9 +340,9 @@ func (c *Check) Message(ctx context.Context, s *policy.Session, _ policy.Message
 	if len(replies) > maxReferences {
 		replies = replies[len(replies)-maxReferences:]
 	}
-	keys := append([]string{AddressKey(addrString(x)), DomainKey(x.Domain)}, replies...)
-	if !c.cfg.Domains {
-		keys[1] = ""
+	keys := []string{AddressKey(addrString(x))}
+	if c.cfg.Domains {
+		keys = append(keys, DomainKey(x.Domain))
 	}
 	now := c.now()
 	weakest, n := "", 0
@@ -348,18 +352,24 @@ func (c *Check) Message(ctx context.Context, s *policy.Session, _ policy.Message
 			continue
 		}
 		n++
-		user := UserKey(addrString(r.Addr))
-		hit, err := c.st.LookupCorrespondents(ctx, user, keys, now)
+		user := addrString(r.Addr)
+		hit, err := c.st.LookupCorrespondents(ctx, UserKey(user), keys, now)
 		if err != nil {
 			return []policy.Finding{{Status: policy.StatusTempError, Reason: "store-error", Err: err}}
+		}
+		replyHit := make([]bool, len(replies))
+		if !hit[0] && len(replies) > 0 {
+			if replyHit, err = c.st.LookupCorrespondents(ctx, RepliesKey(user), replies, now); err != nil {
+				return []policy.Finding{{Status: policy.StatusTempError, Reason: "store-error", Err: err}}
+			}
 		}
 		m := ""
 		switch {
 		case hit[0]:
 			m = MatchAddress
-		case anyTrue(hit[2:]):
+		case anyTrue(replyHit):
 			m = MatchReply
-		case hit[1]:
+		case len(hit) > 1 && hit[1]:
 			m = MatchDomain
 		default:
 			return []policy.Finding{{Status: StatusNotMatched, Detail: "rcpt=" + r.Addr.String() + " never wrote to the sender"}}
@@ -368,13 +378,7 @@ func (c *Check) Message(ctx context.Context, s *policy.Session, _ policy.Message
 			weakest = m
 		}
 		// Refreshed on use: the keys that matched live on; a reply or domain match is not turned into more.
-		var used []string
-		for i, h := range hit {
-			if h {
-				used = append(used, keys[i])
-			}
-		}
-		refresh = append(refresh, store.CorrRecord{User: user, Keys: used, Now: now, Expiry: c.cfg.Expiry.D(), Max: c.cfg.MaxPerUser})
+		refresh = append(refresh, c.rec(UserKey(user), pick(keys, hit), now), c.rec(RepliesKey(user), pick(replies, replyHit), now))
 	}
 	if n == 0 {
 		return []policy.Finding{{Status: policy.StatusSkipped, Reason: "no-local-recipient"}}
@@ -391,18 +395,40 @@ func (c *Check) Message(ctx context.Context, s *policy.Session, _ policy.Message
 		return []policy.Finding{{Status: StatusUnproven, Reason: why,
 			Detail: "match=" + weakest + ": neither SPF pass nor an aligned DKIM pass for " + x.Domain}}
 	}
-	s.Set(policy.FactCorrespondent, "yes")
 	score := c.cfg.Score
 	if weakest == MatchDomain {
 		score = c.cfg.DomainScore
 	}
 	if !s.ReadOnly {
-		for _, r := range refresh {
-			c.w.enqueue(r)
+		c.w.enqueue(refresh)
+	}
+	f := policy.Finding{Status: policy.StatusPass, Reason: "correspondent", Score: score, Scored: true,
+		Tests: []string{Test}, Detail: fmt.Sprintf("match=%s proof=%s", weakest, proof)}
+	fact := "yes"
+	if policy.InDryRun(ctx) {
+		// The engine only neutralises verdicts; a score would still count.
+		f.Score, f.Scored, f.Tests = 0, false, nil
+		f.Detail += fmt.Sprintf(" dry-run: score %.1f not given", score)
+		fact = "yes-dry-run"
+	}
+	s.Set(policy.FactCorrespondent, fact)
+	return []policy.Finding{f}
+}
+
+// rec is a record of keys for one of the store's users, expiring after expiry.
+func (c *Check) rec(user string, keys []string, now time.Time) store.CorrRecord {
+	return store.CorrRecord{User: user, Keys: keys, Now: now, Expiry: c.cfg.Expiry.D(), Max: c.cfg.MaxPerUser}
+}
+
+// pick returns the keys whose hit is true.
+func pick(keys []string, hit []bool) []string {
+	var out []string
+	for i, h := range hit {
+		if h {
+			out = append(out, keys[i])
 		}
 	}
-	return []policy.Finding{{Status: policy.StatusPass, Reason: "correspondent", Score: score, Scored: true,
-		Tests: []string{Test}, Detail: fmt.Sprintf("match=%s proof=%s", weakest, proof)}}
+	return out
 }
 
 func anyTrue(bs []bool) bool {
@@ -414,7 +440,8 @@ func anyTrue(bs []bool) bool {
 	return false
 }
 
-// record queues the keys of an outbound message: one record for the local sender.
+// record queues the keys of an outbound message: the remote recipients and their domains for the local
+// sender, and the Message-ID in the sender's set of replies, both in one queue entry (one store write).
 func (c *Check) record(s *policy.Session) []policy.Finding {
 	from := s.From
 	if from.Null() || !c.Local(from.Domain) {
@@ -438,22 +465,25 @@ func (c *Check) record(s *policy.Session) []policy.Finding {
 	if len(keys) == 0 {
 		return []policy.Finding{{Status: policy.StatusSkipped, Reason: "no-remote-recipient"}}
 	}
-	if ids := messageIDs(s.HeaderValues("Message-ID")); len(ids) > 0 {
-		add(ReplyKey(ids[0]))
-	}
 	// A blast beyond the bound keeps only its last max_per_user keys; writing more would only churn.
 	if len(keys) > c.cfg.MaxPerUser {
 		keys = keys[len(keys)-c.cfg.MaxPerUser:]
 	}
+	now, user := c.now(), addrString(from)
+	recs := []store.CorrRecord{c.rec(UserKey(user), keys, now)}
+	n := len(keys)
+	if ids := messageIDs(s.HeaderValues("Message-ID")); len(ids) > 0 {
+		recs = append(recs, c.rec(RepliesKey(user), []string{ReplyKey(ids[0])}, now))
+		n++
+	}
 	if s.ReadOnly {
-		return []policy.Finding{{Status: StatusRecorded, Detail: fmt.Sprintf("keys=%d read-only: not recorded", len(keys))}}
+		return []policy.Finding{{Status: StatusRecorded, Detail: fmt.Sprintf("keys=%d read-only: not recorded", n)}}
 	}
-	if !c.w.enqueue(store.CorrRecord{User: UserKey(addrString(from)), Keys: keys, Now: c.now(),
-		Expiry: c.cfg.Expiry.D(), Max: c.cfg.MaxPerUser}) {
+	if !c.w.enqueue(recs) {
 		return []policy.Finding{{Status: policy.StatusTempError, Reason: "queue-full",
-			Detail: fmt.Sprintf("keys=%d not recorded: the writer is behind", len(keys))}}
+			Detail: fmt.Sprintf("keys=%d not recorded: the writer is behind", n)}}
 	}
-	return []policy.Finding{{Status: StatusRecorded, Detail: fmt.Sprintf("keys=%d", len(keys))}}
+	return []policy.Finding{{Status: StatusRecorded, Detail: fmt.Sprintf("keys=%d", n)}}
 }
 
 // messageIDs returns the msg-ids (RFC 5322 section 3.6.4) named in header values, in order, without angle

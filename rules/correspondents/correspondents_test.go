@@ -157,9 +157,11 @@ func TestNoAddressInClear(t *testing.T) {
 	send(t, c, []string{"bob@remote.example"}, "secret-id@local.test")
 	cs, _ := store.CorrespondentsOf(st)
 	es, err := cs.CorrespondentEntries(context.Background(), UserKey("alice@local.test"), t0)
-	if err != nil || len(es) != 3 {
-		t.Fatalf("entries %v, %v", es, err)
+	rs, err2 := cs.CorrespondentEntries(context.Background(), RepliesKey("alice@local.test"), t0)
+	if err != nil || err2 != nil || len(es) != 2 || len(rs) != 1 {
+		t.Fatalf("entries %v, %v; replies %v, %v: want the address and domain, and the Message-ID apart", es, err, rs, err2)
 	}
+	es = append(es, rs...)
 	for _, e := range es {
 		for _, clear := range []string{"bob", "remote", "secret", "alice"} {
 			if strings.Contains(e.Key, clear) {
@@ -167,7 +169,7 @@ func TestNoAddressInClear(t *testing.T) {
 			}
 		}
 	}
-	if UserKey("Alice@local.test") != UserKey("alice@LOCAL.test") {
+	if UserKey("Alice@local.test") != UserKey("alice@LOCAL.test") || UserKey("a@b.example") == RepliesKey("a@b.example") {
 		t.Fatal("user keys differ by case")
 	}
 }
@@ -255,3 +257,36 @@ func TestExampleConfig(t *testing.T) {
 		t.Fatalf("checks %v", e.Checks())
 	}
 }
+
+// TestRepliesBoundedApart: a user who writes much to one correspondent keeps that correspondent; the sent
+// Message-IDs are bounded in a set of their own, the oldest going first.
+func TestRepliesBoundedApart(t *testing.T) {
+	c, _ := newCheck(t, func(cfg *Config) { cfg.MaxPerUser = 3 })
+	tick := t0
+	c.now = func() time.Time { tick = tick.Add(time.Second); return tick }
+	send(t, c, []string{"old@friend.example"}, "first@local.test")
+	for i := 0; i < 10; i++ {
+		send(t, c, []string{"bob@remote.example"}, fmt.Sprintf("m%d@local.test", i))
+	}
+	ctx := context.Background()
+	for _, tc := range []struct {
+		from, inReplyTo string
+		want            policy.Status
+	}{
+		{"old@friend.example", "", policy.StatusPass}, // address kept: the IDs do not count against it
+		{"dan@thread.example", "m9@local.test", policy.StatusPass},
+		{"dan@thread.example", "m0@local.test", StatusNotMatched}, // pushed out of the bound of 3
+	} {
+		facts := map[string]string{policy.FactSPFResult: "pass", policy.FactSPFDomain: addrDomain(tc.from)}
+		var hs []policy.Header
+		if tc.inReplyTo != "" {
+			hs = []policy.Header{{Name: "In-Reply-To", Value: " <" + tc.inReplyTo + ">"}}
+		}
+		s := session(t, msg{from: tc.from, rcpts: []string{"alice@local.test"}, facts: facts, headers: hs})
+		if f := c.Message(ctx, s, nil)[0]; f.Status != tc.want {
+			t.Errorf("%s replying to %q: %+v, want %s", tc.from, tc.inReplyTo, f, tc.want)
+		}
+	}
+}
+
+func addrDomain(a string) string { return a[strings.LastIndexByte(a, '@')+1:] }

@@ -11,7 +11,7 @@ import (
 	"github.com/moatmail/moat/store"
 )
 
-// maxBatch is how many records one store write carries at most.
+// maxBatch is how many messages' records one store write carries at most.
 const maxBatch = 256
 
 // writer writes records in the background, so that recording never holds up an SMTP session: whatever is
@@ -20,7 +20,7 @@ const maxBatch = 256
 type writer struct {
 	st  store.Correspondents
 	log *slog.Logger
-	q   chan store.CorrRecord
+	q   chan []store.CorrRecord // one message's records
 
 	mu      sync.Mutex
 	closed  bool
@@ -31,14 +31,23 @@ type writer struct {
 }
 
 func startWriter(st store.Correspondents, size int, log *slog.Logger) *writer {
-	w := &writer{st: st, log: log, q: make(chan store.CorrRecord, size), idle: make(chan struct{}), done: make(chan struct{})}
+	w := &writer{st: st, log: log, q: make(chan []store.CorrRecord, size), idle: make(chan struct{}), done: make(chan struct{})}
 	close(w.idle)
 	go w.run()
 	return w
 }
 
-// enqueue queues a record and reports whether there was room.
-func (w *writer) enqueue(r store.CorrRecord) bool {
+// enqueue queues one message's records (written together) and reports whether there was room.
+func (w *writer) enqueue(recs []store.CorrRecord) bool {
+	var r []store.CorrRecord
+	for _, rec := range recs {
+		if len(rec.Keys) > 0 {
+			r = append(r, rec)
+		}
+	}
+	if len(r) == 0 {
+		return true
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed {
@@ -63,15 +72,15 @@ func (w *writer) enqueue(r store.CorrRecord) bool {
 func (w *writer) run() {
 	defer close(w.done)
 	for r := range w.q {
-		batch := []store.CorrRecord{r}
+		batch, n := append([]store.CorrRecord(nil), r...), 1
 	more:
-		for len(batch) < maxBatch {
+		for n < maxBatch {
 			select {
 			case r, ok := <-w.q:
 				if !ok {
 					break more
 				}
-				batch = append(batch, r)
+				batch, n = append(batch, r...), n+1
 			default:
 				break more
 			}
@@ -80,10 +89,10 @@ func (w *writer) run() {
 		err := w.st.RecordCorrespondents(ctx, batch)
 		cancel()
 		if err != nil {
-			w.log.Warn("correspondents: recording failed", "records", len(batch), "err", err)
+			w.log.Warn("correspondents: recording failed", "messages", n, "err", err)
 		}
 		w.mu.Lock()
-		w.pending -= len(batch)
+		w.pending -= n
 		if w.pending == 0 {
 			close(w.idle)
 		}

@@ -453,8 +453,8 @@ func storeTable(t *testing.T) string {
 }
 
 // TestCorrespondentSkipped: a recipient the policy step marked as a proven correspondent of the sender (a
-// finding with Correspondent set by an earlier check) is not greylisted and leaves no triplet; a mark in dry
-// run does not count.
+// finding with Correspondent set by an earlier check) is not greylisted and leaves no triplet; without the
+// mark the recipient is greylisted.
 func TestCorrespondentSkipped(t *testing.T) {
 	c, _, st := newCheck(t, nil)
 	s := session(t, alice)
@@ -468,8 +468,8 @@ func TestCorrespondentSkipped(t *testing.T) {
 	if err := st.GreyEntries(context.Background(), start, func(store.GreyEntry) bool { n++; return true }); err != nil || n != 0 {
 		t.Fatalf("%d triplets recorded for a correspondent (%v)", n, err)
 	}
-	r.Findings[0].DryRun = true
+	r.Findings[0].Correspondent = false
 	if f := c.Rcpt(context.Background(), s, r); f[0].Verdict != policy.Tempfail {
-		t.Fatalf("dry-run mark: %+v, want greylisted", f)
+		t.Fatalf("unmarked: %+v, want greylisted", f)
 	}
 }

@@ -295,10 +295,17 @@ func TestCorrespondents(t *testing.T) {
 	rc := redis.NewClient(&redis.Options{Addr: rds.Addr})
 	defer rc.Close()
 	keys, err := rc.Keys(context.Background(), prefix+"corr:*").Result()
-	if err != nil || len(keys) != 1 {
-		t.Fatalf("redis keys %v, %v: want one set for alice", keys, err)
+	if err != nil || len(keys) != 2 {
+		t.Fatalf("redis keys %v, %v: want alice's two sets (correspondents, sent Message-IDs)", keys, err)
 	}
-	members, _ := rc.ZRange(context.Background(), keys[0], 0, -1).Result()
+	var members []string
+	for _, k := range keys {
+		m, _ := rc.ZRange(context.Background(), k, 0, -1).Result()
+		members = append(members, m...)
+	}
+	if len(members) != 3 {
+		t.Fatalf("redis members %v, want 3", members)
+	}
 	for _, s := range append(members, keys...) {
 		for _, clear := range []string{"alice", "bob", "remote", "moat.test"} {
 			if strings.Contains(s, clear) {
