@@ -40,6 +40,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/net/publicsuffix"
@@ -149,6 +150,34 @@ type Check struct {
 	log    *slog.Logger
 	now    func() time.Time
 	locals map[string]bool // "example.org" and ".example.org"
+
+	mu        sync.Mutex
+	downUntil time.Time // lookups are not asked of the store before this time (circuit breaker)
+}
+
+// storeBackoff is how long lookups leave the store alone after it failed: while Redis hangs, each RCPT would
+// otherwise wait redis_timeout.
+const storeBackoff = 5 * time.Second
+
+// lookup asks the store which keys are live for user, through a circuit breaker: after a failure the store
+// is left alone for storeBackoff (the failure is logged once), and the message is treated as from a stranger.
+func (c *Check) lookup(ctx context.Context, user string, keys []string, now time.Time) ([]bool, error) {
+	c.mu.Lock()
+	until := c.downUntil
+	c.mu.Unlock()
+	if now.Before(until) {
+		return nil, fmt.Errorf("correspondents: store skipped after a recent failure (until %s)", until.UTC().Format(time.RFC3339))
+	}
+	hit, err := c.st.LookupCorrespondents(ctx, user, keys, now)
+	if err != nil && ctx.Err() == nil {
+		c.mu.Lock()
+		if !now.Before(c.downUntil) {
+			c.log.Warn("correspondents: the store failed; not asking it again for a while", "backoff", storeBackoff, "err", err)
+		}
+		c.downUntil = now.Add(storeBackoff)
+		c.mu.Unlock()
+	}
+	return hit, err
 }
 
 func setup(sec *config.Section, env *policy.Env) (policy.Check, error) {
@@ -260,7 +289,7 @@ func (c *Check) Rcpt(ctx context.Context, s *policy.Session, r *policy.Recipient
 	if c.cfg.Domains {
 		keys = append(keys, DomainKey(x.Domain))
 	}
-	hit, err := c.st.LookupCorrespondents(ctx, UserKey(addrString(r.Addr)), keys, c.now())
+	hit, err := c.lookup(ctx, UserKey(addrString(r.Addr)), keys, c.now())
 	if err != nil {
 		// Nothing changes: the recipient is greylisted like anybody else.
 		return []policy.Finding{{Status: policy.StatusTempError, Reason: "store-error", Err: err}}
@@ -353,13 +382,13 @@ func (c *Check) Message(ctx context.Context, s *policy.Session, _ policy.Message
 		}
 		n++
 		user := addrString(r.Addr)
-		hit, err := c.st.LookupCorrespondents(ctx, UserKey(user), keys, now)
+		hit, err := c.lookup(ctx, UserKey(user), keys, now)
 		if err != nil {
 			return []policy.Finding{{Status: policy.StatusTempError, Reason: "store-error", Err: err}}
 		}
 		replyHit := make([]bool, len(replies))
 		if !hit[0] && len(replies) > 0 {
-			if replyHit, err = c.st.LookupCorrespondents(ctx, RepliesKey(user), replies, now); err != nil {
+			if replyHit, err = c.lookup(ctx, RepliesKey(user), replies, now); err != nil {
 				return []policy.Finding{{Status: policy.StatusTempError, Reason: "store-error", Err: err}}
 			}
 		}

@@ -290,3 +290,43 @@ func TestRepliesBoundedApart(t *testing.T) {
 }
 
 func addrDomain(a string) string { return a[strings.LastIndexByte(a, '@')+1:] }
+
+// failingStore fails every lookup and counts them.
+type failingStore struct {
+	store.Correspondents
+	lookups int
+}
+
+func (f *failingStore) LookupCorrespondents(context.Context, string, []string, time.Time) ([]bool, error) {
+	f.lookups++
+	return nil, fmt.Errorf("connection refused")
+}
+
+// TestStoreFailure: a failing store changes nothing (no mark, no score, an error for the log), and is left
+// alone for a while after a failure, so that a hung Redis does not hold up every RCPT.
+func TestStoreFailure(t *testing.T) {
+	fs := &failingStore{}
+	tick := t0
+	cfg := DefaultConfig()
+	cfg.LocalDomains = []string{"local.test"}
+	c := New(cfg, fs, nil, func() time.Time { return tick })
+	defer c.Close()
+	s := session(t, msg{from: "bob@remote.example", rcpts: []string{"alice@local.test"}, facts: spfPass})
+	for i := 0; i < 3; i++ {
+		f := c.Rcpt(context.Background(), s, s.Rcpts[0])[0]
+		if f.Correspondent || f.Status != policy.StatusTempError || f.Err == nil {
+			t.Fatalf("rcpt with a failing store: %+v", f)
+		}
+	}
+	if f := c.Message(context.Background(), s, nil)[0]; f.Score != 0 || f.Status != policy.StatusTempError {
+		t.Fatalf("eom with a failing store: %+v", f)
+	}
+	if fs.lookups != 1 {
+		t.Fatalf("%d lookups within the backoff, want 1", fs.lookups)
+	}
+	tick = tick.Add(storeBackoff)
+	c.Rcpt(context.Background(), s, s.Rcpts[0])
+	if fs.lookups != 2 {
+		t.Fatalf("%d lookups after the backoff, want 2", fs.lookups)
+	}
+}
