@@ -39,6 +39,9 @@ bench:
 	@echo "== attachments: the check's cost on a mixed corpus against no check (in process and through Postfix); RSS on a 50 MB message of 1,000 parts"
 	$(GO) test -p 1 -run '^$$' -bench . -benchtime 20x ./rules/attachments/
 	$(GO) test -p 1 -run '^$$' -bench . -benchtime 1x -timeout 30m ./test/attachments/
+	@echo "== correspondents: outbound recording against no check (engine; Postfix with smtp-source)"
+	$(GO) test -p 1 -run '^$$' -bench . -benchtime 10x ./rules/correspondents/
+	$(GO) test -p 1 -run '^$$' -bench . -benchtime 1x -timeout 30m ./test/correspondents/
 
 ## lint: formatting and vet
 lint:

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 
@@ -465,6 +466,11 @@ func (e *Engine) call(ctx context.Context, en *entry, stage Stage, s *Session, r
 		f.Check, f.Stage, f.Kind, f.Elapsed = en.name, stage, en.kind, elapsed
 		if en.dryRun && f.Verdict != None && f.Verdict != Whitelist {
 			f.DryRun, f.WouldBe, f.Verdict = true, f.Verdict, None
+		}
+		if en.dryRun && f.Correspondent {
+			// A mark acts on the checks after it (greylisting), so in dry run it is only noted.
+			f.Correspondent = false
+			f.Detail = strings.TrimSpace(f.Detail + " dry-run: correspondent not marked")
 		}
 	}
 	return fs

@@ -492,3 +492,41 @@ func TestRetiredEngineIsNotHandedOut(t *testing.T) {
 		t.Error("a retired engine with no users is closed and must not be acquired")
 	}
 }
+
+// TestCorrespondentMark: a finding with Correspondent marks its recipient for the checks after it (not in dry
+// run), and FactCorrespondent goes into the trace header.
+func TestCorrespondentMark(t *testing.T) {
+	for _, dry := range []bool{false, true} {
+		seen := false
+		checks := map[string]Check{
+			"dnsbl": fakeRcpt{&fake{name: "dnsbl", kind: KindAntispam, rcpt: func(*Session, *Recipient) []Finding {
+				return []Finding{{Status: StatusPass, Correspondent: true}}
+			}}},
+			"greylist": fakeRcpt{&fake{name: "greylist", kind: KindAntispam, rcpt: func(_ *Session, r *Recipient) []Finding {
+				seen = r.Correspondent()
+				return nil
+			}}},
+			"dmarc": fakeMessage{&fake{name: "dmarc", kind: KindAntispam, msg: func(s *Session, _ Message) []Finding {
+				s.Set(FactCorrespondent, "unproven-spf fail")
+				return nil
+			}}},
+		}
+		e, _ := mustEngine(t, fmt.Sprintf("[checks.dnsbl]\ndry_run = %v\n[checks.greylist]\n[checks.dmarc]\n", dry), checks)
+		s := newTestSession()
+		e.Mail(context.Background(), s, "a@b.example", "")
+		e.Rcpt(context.Background(), s, "c@d.example", "")
+		if seen == dry {
+			t.Errorf("dry_run %v: the next check saw Correspondent() = %v", dry, seen)
+		}
+		out := e.EOM(context.Background(), s, memMessage("\r\nbody\r\n"))
+		trace := ""
+		for _, h := range out.AddHeaders {
+			if h.Name == "X-Moat" {
+				trace = h.Value
+			}
+		}
+		if !strings.Contains(trace, "; correspondent=unproven-spf_fail;") {
+			t.Errorf("trace header lacks the correspondent fact: %q", trace)
+		}
+	}
+}

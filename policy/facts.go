@@ -23,4 +23,8 @@ const (
 	FactDNSWL = "dnsbl/allow"
 	// FactFCrDNS is "pass" or "fail": the client's PTR name resolves back to its address.
 	FactFCrDNS = "rdns/fcrdns"
+	// FactCorrespondent is set at end of message by correspondents: "yes" when the sender is someone the
+	// recipient wrote to and proved it (SPF pass or aligned DKIM), else why not ("unproven-spf-fail",
+	// "unknown"). The trace header reports it as correspondent=VALUE.
+	FactCorrespondent = "correspondents/status"
 )

@@ -73,6 +73,11 @@ type Finding struct {
 	// AuthResult is this finding's part of the Authentication-Results header, if any.
 	AuthResult *AuthResult
 
+	// Correspondent, on a finding of the RCPT stage, says the sender proved to be someone the recipient wrote
+	// to: the policy step marks the recipient (Recipient.Correspondent), and checks that only delay strangers'
+	// mail (greylisting) leave it alone. The engine clears it for a check in dry run.
+	Correspondent bool
+
 	// AddHeaders are added to the message when it is accepted.
 	AddHeaders []Header
 	// Prepend, when set, makes AddHeaders go on top of the header block (trace headers such as DKIM-Signature).

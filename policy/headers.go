@@ -219,6 +219,9 @@ func (e *Engine) trace(s *Session, out *Outcome) string {
 			parts = append(parts, "auth-type="+token(s.Auth.Type))
 		}
 	}
+	if v := s.Get(FactCorrespondent); v != "" {
+		parts = append(parts, "correspondent="+token(v))
+	}
 	// The findings of the message and of its accepted recipients (relay, recipients, greylisting decide at
 	// RCPT), by stage.
 	fs := s.Findings()

@@ -6,6 +6,8 @@ package policy
 //   - then the sender lists, so that a white-list hit is known before any anti-spam check runs and the
 //     anti-spam checks after it can be skipped;
 //   - then the DNS checks (DNSBL, rDNS, SPF), whose results greylisting and DMARC read;
+//   - correspondents after SPF (it needs SPF's proof) and before greylisting (a proven correspondent is not
+//     greylisted); at end of message it reads DKIM's results;
 //   - greylisting after SPF (it groups SPF-passing senders by domain) and after the DNSWL;
 //   - at end of message DKIM verification before DMARC (DMARC reads its results); DKIM signing last of the
 //     message checkers, after the attachment check. The
@@ -22,6 +24,7 @@ var Order = []string{
 	"dnsbl",
 	"rdns",
 	"spf",
+	"correspondents",
 	"greylist",
 	"dkim",
 	"dmarc",

@@ -95,6 +95,17 @@ type Recipient struct {
 // Accepted reports whether the recipient was accepted at RCPT time.
 func (r *Recipient) Accepted() bool { return r.Decision.Action.accepts() }
 
+// Correspondent reports whether a check before the caller found the sender to be a proven correspondent of
+// this recipient (a Finding with Correspondent set; the engine clears it for checks in dry run). Greylisting skips such a recipient.
+func (r *Recipient) Correspondent() bool {
+	for _, f := range r.Findings {
+		if f.Correspondent {
+			return true
+		}
+	}
+	return false
+}
+
 // Refused reports whether the findings so far refuse the recipient: a refusal of its own (a check before the
 // caller in Order) or an anti-spam refusal of the message found before RCPT (DNSBL at connect, SPF at MAIL),
 // the same findings Engine.Rcpt hands the policy step. Dry-run verdicts never count. A check that keeps

@@ -23,7 +23,7 @@
 //
 // # Skipped
 //
-// Authenticated clients, trusted networks (policy.FactTrustedNetwork), DNSWL hits (policy.FactDNSWL), local submissions
+// Authenticated clients, trusted networks (policy.FactTrustedNetwork), DNSWL hits (policy.FactDNSWL), proven correspondents of the recipient (Recipient.Correspondent), local submissions
 // (no client IP), recipients already refused by an earlier check, and messages an anti-spam check already
 // rejects. White-listed senders are skipped by the engine (the check is of kind antispam). With
 // suspicious_only, clients with forward-confirmed reverse DNS that also pass SPF are skipped. Every setting
@@ -79,6 +79,7 @@ const (
 	ReasonDomainOff     = "domain-off"
 	ReasonLocal         = "local-submission"
 	ReasonRefused       = "refused-anyway"
+	ReasonCorrespondent = "correspondent"
 )
 
 // StatusGreylisted is the status of a greylisted recipient.
@@ -336,6 +337,9 @@ func (c *Check) Rcpt(ctx context.Context, s *policy.Session, r *policy.Recipient
 		return skipped(ReasonDNSWL)
 	case !s.ClientIP.IsValid():
 		return skipped(ReasonLocal)
+	case r.Correspondent():
+		// The recipient wrote to this sender, and the sender proved who it is (policy step's mark).
+		return skipped(ReasonCorrespondent)
 	case r.Refused(s):
 		// Do not record triplets for recipients that are refused anyway (a dictionary attack would fill
 		// the store).

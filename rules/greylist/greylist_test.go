@@ -504,3 +504,25 @@ func TestExampleConfig(t *testing.T) {
 func storeTable(t *testing.T) string {
 	return fmt.Sprintf("[store]\npath = %q\n", filepath.Join(t.TempDir(), "grey.db"))
 }
+
+// TestCorrespondentSkipped: a recipient the policy step marked as a proven correspondent of the sender (a
+// finding with Correspondent set by an earlier check) is not greylisted and leaves no triplet; without the
+// mark the recipient is greylisted.
+func TestCorrespondentSkipped(t *testing.T) {
+	c, _, st := newCheck(t, nil)
+	s := session(t, alice)
+	to, _ := addr.Parse("bob@example.org")
+	r := &policy.Recipient{Addr: to, Findings: []policy.Finding{{Check: "correspondents", Status: policy.StatusPass, Correspondent: true}}}
+	s.Rcpts = append(s.Rcpts, r)
+	if f := c.Rcpt(context.Background(), s, r); len(f) != 1 || f[0].Status != policy.StatusSkipped || f[0].Reason != ReasonCorrespondent {
+		t.Fatalf("correspondent: %+v", f)
+	}
+	n := 0
+	if err := st.GreyEntries(context.Background(), start, func(store.GreyEntry) bool { n++; return true }); err != nil || n != 0 {
+		t.Fatalf("%d triplets recorded for a correspondent (%v)", n, err)
+	}
+	r.Findings[0].Correspondent = false
+	if f := c.Rcpt(context.Background(), s, r); f[0].Verdict != policy.Tempfail {
+		t.Fatalf("unmarked: %+v, want greylisted", f)
+	}
+}

@@ -1,0 +1,42 @@
+package main
+
+// Trusted correspondents learned from outbound mail, and `moat correspondents list|forget|import`.
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/moatmail/moat/rules/correspondents"
+)
+
+func init() {
+	commands["correspondents"] = command{summary: "list, forget or import a user's learned correspondents", run: runCorrespondents,
+		usage: "[-c FILE] list USER\n[-c FILE] forget USER [ADDR|DOMAIN]\n[-c FILE] import USER FILE"}
+}
+
+// runCorrespondents opens the configured store and runs one correspondents subcommand. Exit status: 0 done,
+// 1 failed, 2 bad usage.
+func runCorrespondents(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("correspondents", flag.ContinueOnError)
+	path := configFlag(fs)
+	if code, ok := parseFlags("correspondents", fs, args, stdout, stderr); !ok {
+		return code
+	}
+	f, err := loadConfig(*path)
+	if err != nil {
+		return fail(stderr, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if err := correspondents.Command(ctx, f, fs.Args(), stdout); err != nil {
+		fmt.Fprintln(stderr, "moat: "+err.Error())
+		if errors.Is(err, correspondents.ErrUsage) {
+			return 2
+		}
+		return 1
+	}
+	return 0
+}
