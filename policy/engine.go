@@ -78,6 +78,10 @@ func (e *Engine) close() {
 	})
 }
 
+// Health reports whether the shared services of the engine's checks (the state store) answer; the error
+// names each that does not.
+func (e *Engine) Health(ctx context.Context) error { return e.env.health(ctx) }
+
 // Connect runs the connect-stage checks.
 func (e *Engine) Connect(ctx context.Context, s *Session) Decision {
 	return e.envelopeStage(ctx, StageConnect, s)
@@ -141,6 +145,7 @@ func (e *Engine) Headers(ctx context.Context, s *Session) Decision {
 			defer func() {
 				if p := recover(); p != nil {
 					e.log.Error("check panicked", "check", en.name, "stage", "body", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+					notePanic()
 					stream = panicStream{fmt.Sprint(p)}
 				}
 			}()
@@ -164,6 +169,7 @@ func (e *Engine) WriteBody(s *Session, p []byte) {
 			defer func() {
 				if r := recover(); r != nil {
 					e.log.Error("check panicked", "check", st.en.name, "stage", "body", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+					notePanic()
 					st.failed = true
 					st.stream = panicStream{fmt.Sprint(r)}
 				}
@@ -406,6 +412,7 @@ func (e *Engine) call(ctx context.Context, en *entry, stage Stage, s *Session, r
 			if p := recover(); p != nil {
 				e.log.Error("check panicked", "ref", s.Ref, "check", en.name, "stage", stage.String(),
 					"panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+				notePanic()
 				fs = []Finding{panicFinding(fmt.Sprint(p))}
 			}
 			done <- fs
@@ -437,6 +444,9 @@ func (e *Engine) call(ctx context.Context, en *entry, stage Stage, s *Session, r
 		if en.dryRun && f.Verdict != None && f.Verdict != Whitelist {
 			f.DryRun, f.WouldBe, f.Verdict = true, f.Verdict, None
 		}
+	}
+	if o := observe(); o != nil {
+		o.CheckDone(en.name, stage, elapsed, fs)
 	}
 	return fs
 }

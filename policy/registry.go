@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -72,6 +74,34 @@ type Env struct {
 	mu      sync.Mutex
 	shared  map[string]*sharedService
 	closers []func() error
+	probes  []healthProbe
+}
+
+type healthProbe struct {
+	name  string
+	probe func(context.Context) error
+}
+
+// OnHealth registers a probe of a shared service (the state store) that the health endpoint runs: the
+// service is healthy when probe returns nil within the caller's deadline.
+func (e *Env) OnHealth(name string, probe func(context.Context) error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.probes = append(e.probes, healthProbe{name, probe})
+}
+
+// health runs every probe and returns the failures, each named after its service.
+func (e *Env) health(ctx context.Context) error {
+	e.mu.Lock()
+	probes := append([]healthProbe(nil), e.probes...)
+	e.mu.Unlock()
+	var errs []error
+	for _, p := range probes {
+		if err := p.probe(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", p.name, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // NewEnv returns an environment for building checks from f.

@@ -340,12 +340,21 @@ func FromEnv(env *policy.Env) (Store, error) {
 			stop()
 			return st.Close()
 		})
+		env.OnHealth("store", func(ctx context.Context) error { return Probe(ctx, st) })
 		return st, nil
 	})
 	if err != nil {
 		return nil, err
 	}
 	return v.(Store), nil
+}
+
+// Probe reports whether st answers: one read of a key that is never written (not found is the healthy answer).
+func Probe(ctx context.Context, st Store) error {
+	if _, err := st.Get(ctx, "moat-health-probe"); err != nil && !errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("%s store does not answer: %w", st.Backend(), err)
+	}
+	return nil
 }
 
 // startPurger runs Purge every interval until the returned stop function is called.

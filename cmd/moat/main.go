@@ -19,6 +19,7 @@ import (
 	"strings"
 
 	"github.com/moatmail/moat/config"
+	"github.com/moatmail/moat/metrics"
 	"github.com/moatmail/moat/policy"
 )
 
@@ -110,6 +111,9 @@ func runCheckConfig(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, err)
 	}
 	if _, err := loadLogConfig(f); err != nil {
+		return fail(stderr, err)
+	}
+	if _, err := metrics.LoadConfig(f); err != nil {
 		return fail(stderr, err)
 	}
 	fmt.Fprintf(stdout, "%s: ok\nlisten: %s\nchecks: %s\n", *path, strings.Join(mc.Listen, " "), orNone(eng.Checks()))
