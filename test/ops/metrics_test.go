@@ -185,20 +185,20 @@ func TestMetricsAfterPostfixTraffic(t *testing.T) {
 	}
 	clamdServer := "unix:" + e.clamd.Socket
 	exact := map[string]float64{
-		`moat_messages_total{action="accept",reason="none"}`:                 2,
-		`moat_messages_total{action="reject",reason="test/test-reject"}`:     1,
-		`moat_messages_total{action="reject",reason="clamd/virus"}`:          1,
-		`moat_recipients_total{action="accept"}`:                             2,
-		`moat_recipients_total{action="reject"}`:                             2,
-		`moat_check_results_total{check="clamd",result="clean"}`:             2,
-		`moat_check_results_total{check="clamd",result="found"}`:             1,
-		`moat_check_duration_seconds_count{check="clamd",stage="eom"}`:       3,
-		`moat_check_results_total{check="test",result="fail"}`:               1,
-		`moat_dnsbl_listed_total{zone="list.moat.test"}`:                     4, // one lookup per SMTP session
-		`moat_check_duration_seconds_count{check="dnsbl",stage="connect"}`:   4,
-		`moat_panics_total`:                                                  0,
-		`moat_milter_protocol_errors_total`:                                  0,
-		`moat_scanner_errors_total{kind="unavailable",scanner="clamd"}`:      0,
+		`moat_messages_total{action="accept",reason="none"}`:               2,
+		`moat_messages_total{action="reject",reason="test/test-reject"}`:   1,
+		`moat_messages_total{action="reject",reason="clamd/virus"}`:        1,
+		`moat_recipients_total{action="accept"}`:                           2,
+		`moat_recipients_total{action="reject"}`:                           2,
+		`moat_check_results_total{check="clamd",result="clean"}`:           2,
+		`moat_check_results_total{check="clamd",result="found"}`:           1,
+		`moat_check_duration_seconds_count{check="clamd",stage="eom"}`:     3,
+		`moat_check_results_total{check="test",result="fail"}`:             1,
+		`moat_dnsbl_listed_total{zone="list.moat.test"}`:                   4, // one lookup per SMTP session
+		`moat_check_duration_seconds_count{check="dnsbl",stage="connect"}`: 4,
+		`moat_panics_total`:                                             0,
+		`moat_milter_protocol_errors_total`:                             0,
+		`moat_scanner_errors_total{kind="unavailable",scanner="clamd"}`: 0,
 	}
 	for key, want := range exact {
 		if d := after.delta(before, key); d != want {
