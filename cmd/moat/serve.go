@@ -67,6 +67,9 @@ func newLogger(c logConfig, stderr io.Writer) (*slog.Logger, io.Closer, error) {
 		w, closer = f, f
 	}
 	opts := &slog.HandlerOptions{Level: lv}
+	if w == stderr && underJournald(stderr) {
+		return slog.New(newJournalHandler(w, c.Format, opts)), closer, nil
+	}
 	if c.Format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts)), closer, nil
 	}
