@@ -116,7 +116,7 @@ func scrape(t *testing.T, addr, path, tok string) (int, string) {
 
 var sampleRE = regexp.MustCompile(`^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?) (\S+)$`)
 
-func metrics(t *testing.T, addr string) series {
+func scrapeMetrics(t *testing.T, addr string) series {
 	t.Helper()
 	code, body := scrape(t, addr, "/metrics", token)
 	if code != 200 {
@@ -154,7 +154,7 @@ func TestMetricsAfterPostfixTraffic(t *testing.T) {
 	if code, _ := scrape(t, e.metrics, "/metrics", "wrong"); code != http.StatusUnauthorized {
 		t.Errorf("scrape with a wrong token: status %d, want 401", code)
 	}
-	before := metrics(t, e.metrics)
+	before := scrapeMetrics(t, e.metrics)
 
 	send := func(to string, body string) stack.SMTPResult {
 		return stack.SendMail(t, e.pf.Addr, "client.example.org", "sender@example.org", []string{to},
@@ -177,7 +177,7 @@ func TestMetricsAfterPostfixTraffic(t *testing.T) {
 	var after series
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		after = metrics(t, e.metrics)
+		after = scrapeMetrics(t, e.metrics)
 		if after.delta(before, `moat_messages_total{action="reject",reason="test/test-reject"}`) >= 1 || time.Now().After(deadline) {
 			break
 		}
@@ -254,7 +254,7 @@ func TestMetricsAfterPostfixTraffic(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitLog(t, e.moat, "reload failed", 1)
-	after = metrics(t, e.metrics)
+	after = scrapeMetrics(t, e.metrics)
 	if d := after.delta(before, `moat_config_reloads_total{result="success"}`); d != 1 {
 		t.Errorf("successful reloads moved by %v, want 1", d)
 	}
@@ -268,7 +268,7 @@ func TestMetricsAfterPostfixTraffic(t *testing.T) {
 	if r := send("a@example.test", "hello again\n"); r.OK() || r.Code != 451 {
 		t.Fatalf("message with clamd down: %s, want 451", r)
 	}
-	after = metrics(t, e.metrics)
+	after = scrapeMetrics(t, e.metrics)
 	if v := after[fmt.Sprintf(`moat_scanner_up{scanner="clamd",server=%q}`, clamdServer)]; v != 0 {
 		t.Errorf("moat_scanner_up with clamd stopped = %v, want 0", v)
 	}
