@@ -38,6 +38,8 @@ bench:
 	$(GO) test -p 1 -run '^$$' -bench PostfixDNSChecks -benchtime 1x -timeout 60m ./test/dnsauth/
 	@echo "== spamd: moat's added cost over spamc alone; moat's RSS while a 50 MB message passes"
 	$(GO) test -p 1 -run '^$$' -bench . -benchtime 1x -timeout 60m ./test/scanning/
+	@echo "== metrics: messages/s through the engine with metrics on, as a ratio to metrics off (target >= 0.98)"
+	$(GO) test -p 1 -run '^$$' -bench ThroughputRatio -benchtime 5x ./metrics/
 	@echo "== attachments: the check's cost on a mixed corpus against no check (in process and through Postfix); RSS on a 50 MB message of 1,000 parts"
 	$(GO) test -p 1 -run '^$$' -bench . -benchtime 20x ./rules/attachments/
 	$(GO) test -p 1 -run '^$$' -bench . -benchtime 1x -timeout 30m ./test/attachments/

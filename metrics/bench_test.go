@@ -1,0 +1,57 @@
+package metrics
+
+import (
+	"context"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/moatmail/moat/policy"
+	"github.com/moatmail/moat/policy/policytest"
+)
+
+// BenchmarkThroughputRatio measures messages per second through an engine (the test check at every stage)
+// with metrics on as a ratio to metrics off, in the same run: rounds alternate, so that the machine's noise
+// hits both alike. Target: ratio >= 0.98.
+func BenchmarkThroughputRatio(b *testing.B) {
+	eng := policytest.Engine(b, policytest.Policy+"[checks.test]\nreject_to = [\"bad@example.test\"]\n")
+	body := []byte("hello\r\n")
+	one := func() {
+		s := policy.NewSession()
+		s.ClientIP = netip.MustParseAddr("192.0.2.1")
+		tx := policy.NewTransaction(eng, s, policy.SpoolSettings{})
+		ctx := context.Background()
+		tx.Connect(ctx)
+		tx.Mail(ctx, policy.MailCommand{From: "sender@example.org"})
+		tx.Rcpt(ctx, "a@example.test", "")
+		tx.Rcpt(ctx, "bad@example.test", "")
+		tx.Header("Subject", " hi")
+		tx.EndHeaders(ctx)
+		tx.Body(body)
+		tx.EOM(ctx)
+	}
+	const perRound = 2000
+	var off, on time.Duration
+	for i := 0; i < b.N; i++ {
+		for _, enable := range []bool{false, true} {
+			if enable {
+				Enable()
+			} else {
+				Disable()
+			}
+			start := time.Now()
+			for j := 0; j < perRound; j++ {
+				one()
+			}
+			if enable {
+				on += time.Since(start)
+			} else {
+				off += time.Since(start)
+			}
+		}
+	}
+	Disable()
+	b.ReportMetric(float64(perRound*b.N)/off.Seconds(), "msgs/s-off")
+	b.ReportMetric(float64(perRound*b.N)/on.Seconds(), "msgs/s-on")
+	b.ReportMetric(off.Seconds()/on.Seconds(), "ratio-on/off")
+}
