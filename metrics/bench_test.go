@@ -35,9 +35,11 @@ func BenchmarkThroughputRatio(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		for _, enable := range []bool{false, true} {
 			if enable {
-				Enable()
+				Enable("bench")
+				policy.SetObserver(Observer)
 			} else {
 				Disable()
+				policy.SetObserver(nil)
 			}
 			start := time.Now()
 			for j := 0; j < perRound; j++ {
@@ -51,6 +53,7 @@ func BenchmarkThroughputRatio(b *testing.B) {
 		}
 	}
 	Disable()
+	policy.SetObserver(nil)
 	b.ReportMetric(float64(perRound*b.N)/off.Seconds(), "msgs/s-off")
 	b.ReportMetric(float64(perRound*b.N)/on.Seconds(), "msgs/s-on")
 	b.ReportMetric(off.Seconds()/on.Seconds(), "ratio-on/off")

@@ -1,8 +1,9 @@
 // Package metrics implements moat's Prometheus metrics and its health endpoint.
 //
-// The engine tells it what happens through policy.Observer (messages, recipients, check runs, panics); the
-// shared services and checks call the small functions below (DNSQuery, GreylistDecision, ScannerUp, …), so
-// that neither imports the Prometheus client. Recording is off until Enable: a daemon without a [metrics]
+// The engine tells it what happens through policy.Observer, which [Observer] implements (messages,
+// recipients, check runs, panics); the shared services and checks call the small functions below (DNSQuery,
+// GreylistDecision, ScannerUp, …), so that neither imports the Prometheus client. The package imports
+// nothing of moat's, so that services below policy (the resolver) may report to it. Recording is off until Enable: a daemon without a [metrics]
 // table pays one atomic load per event.
 //
 // # Names
@@ -20,8 +21,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-
-	"github.com/moatmail/moat/policy"
 )
 
 // DurationBuckets are the upper bounds of moat_check_duration_seconds: from half a millisecond (a list
@@ -90,22 +89,22 @@ var (
 	}, []string{"version", "goversion"})
 )
 
-// Enable turns recording on and makes the engine report to this package. serve calls it before it builds
-// the engine, so that the checks' set-up (scanner servers) is recorded too.
-func Enable() {
+// Enable turns recording on, with version as moat_build_info's. serve calls it, and hands Observer to the
+// engine, before it builds the engine, so that the checks' set-up (scanner servers) is recorded too.
+func Enable(version string) {
 	on.Store(true)
-	buildInfo.WithLabelValues(policy.Version, runtime.Version()).Set(1)
+	buildInfo.WithLabelValues(version, runtime.Version()).Set(1)
 	for _, r := range []string{"success", "failure"} {
 		configReloads.WithLabelValues(r)
 	}
-	policy.SetObserver(observer{})
 }
 
 // Disable turns recording off (for tests and benchmarks that compare both).
-func Disable() {
-	on.Store(false)
-	policy.SetObserver(nil)
-}
+func Disable() { on.Store(false) }
+
+// Observer is the engine's observer (policy.Observer): it records messages, recipients, check runs and
+// panics while recording is on.
+var Observer observer
 
 // Enabled reports whether recording is on.
 func Enabled() bool { return on.Load() }
@@ -203,30 +202,27 @@ func ConfigReload(ok bool) {
 // observer is the engine's policy.Observer.
 type observer struct{}
 
-func (observer) CheckDone(check string, stage policy.Stage, elapsed time.Duration, findings []policy.Finding) {
-	checkDuration.WithLabelValues(check, stage.String()).Observe(elapsed.Seconds())
-	for _, f := range findings {
-		result := string(f.Status)
-		if result == "" {
-			result = string(policy.StatusNone)
-		}
-		checkResults.WithLabelValues(check, result).Inc()
+func (observer) CheckDone(check, stage string, elapsed time.Duration, results []string) {
+	if !on.Load() {
+		return
+	}
+	checkDuration.WithLabelValues(check, stage).Observe(elapsed.Seconds())
+	for _, r := range results {
+		checkResults.WithLabelValues(check, r).Inc()
 	}
 }
 
-func (observer) MessageDone(s *policy.Session, final policy.Decision) {
-	reason := "none"
-	if final.Reason != "" {
-		reason = final.Check + "/" + final.Reason
+func (observer) MessageDone(action, reason string, rcptActions []string) {
+	if !on.Load() {
+		return
 	}
-	messages.WithLabelValues(final.Action.String(), reason).Inc()
-	for _, r := range s.Rcpts {
-		a := final.Action
-		if !r.Accepted() {
-			a = r.Decision.Action
-		}
-		recipients.WithLabelValues(a.String()).Inc()
+	if reason == "" {
+		reason = "none"
+	}
+	messages.WithLabelValues(action, reason).Inc()
+	for _, a := range rcptActions {
+		recipients.WithLabelValues(a).Inc()
 	}
 }
 
-func (observer) Panicked() { panics.Inc() }
+func (observer) Panicked() { Panic() }

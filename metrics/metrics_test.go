@@ -18,8 +18,12 @@ import (
 // enabled turns recording on for one test (the collectors are package-wide: tests compare deltas).
 func enabled(t *testing.T) {
 	t.Helper()
-	Enable()
-	t.Cleanup(Disable)
+	Enable("test")
+	policy.SetObserver(Observer)
+	t.Cleanup(func() {
+		Disable()
+		policy.SetObserver(nil)
+	})
 }
 
 func value(t *testing.T, c prometheus.Collector) float64 {
@@ -170,9 +174,8 @@ func TestLint(t *testing.T) {
 	GreylistDecision("known")
 	ScannerUp("spamd", "tcp:127.0.0.1:783", true)
 	ScannerError("spamd", "unavailable")
-	observer{}.CheckDone("spf", policy.StageMail, 3*time.Millisecond, []policy.Finding{{Status: policy.StatusPass}})
-	s := policy.NewSession()
-	observer{}.MessageDone(s, policy.Decision{Action: policy.ActAccept})
+	Observer.CheckDone("spf", "mail", 3*time.Millisecond, []string{"pass"})
+	Observer.MessageDone("accept", "", []string{"accept"})
 	reg := NewRegistry(func() int64 { return 3 })
 	problems, err := testutil.GatherAndLint(reg)
 	if err != nil {

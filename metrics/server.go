@@ -16,10 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/moatmail/moat/config"
-	"github.com/moatmail/moat/policy"
 )
-
-func init() { policy.RegisterSection("metrics") }
 
 // Config is the [metrics] table. Without Listen, nothing is served and nothing is recorded.
 type Config struct {

@@ -446,7 +446,7 @@ func (e *Engine) call(ctx context.Context, en *entry, stage Stage, s *Session, r
 		}
 	}
 	if o := observe(); o != nil {
-		o.CheckDone(en.name, stage, elapsed, fs)
+		observeCheck(o, en.name, stage, elapsed, fs)
 	}
 	return fs
 }

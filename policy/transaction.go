@@ -216,7 +216,7 @@ func (t *Transaction) endMessage(d Decision, score float64) {
 	t.inMessage = false
 	t.eng.LogMessage(t.s, d, score)
 	if o := observe(); o != nil {
-		o.MessageDone(t.s, d)
+		observeMessage(o, t.s, d)
 	}
 	t.dropBody()
 }

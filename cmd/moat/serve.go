@@ -76,6 +76,8 @@ func newLogger(c logConfig, stderr io.Writer) (*slog.Logger, io.Closer, error) {
 	return slog.New(slog.NewTextHandler(w, opts)), closer, nil
 }
 
+func init() { policy.RegisterSection("metrics") }
+
 func loadMilterConfig(f *config.File) (milter.Config, error) { return milter.LoadConfig(f) }
 
 func runServe(args []string, _, stderr io.Writer) int {
@@ -110,7 +112,9 @@ func runServe(args []string, _, stderr io.Writer) int {
 		return fail(stderr, err)
 	}
 	if metc.Listen != "" {
-		metrics.Enable() // before the engine is built, so that the checks' set-up is counted too
+		// Before the engine is built, so that the checks' set-up is counted too.
+		metrics.Enable(policy.Version)
+		policy.SetObserver(metrics.Observer)
 	}
 	eng, err := policy.Build(f, log)
 	if err != nil {

@@ -45,7 +45,7 @@ var metricRE = regexp.MustCompile(`\b(moat_[a-z_]+|process_[a-z_]+|go_[a-z_]+)\b
 // exported lists every metric name moat serves (histograms with their _bucket, _sum and _count).
 func exported(t *testing.T) map[string]bool {
 	t.Helper()
-	metrics.Enable()
+	metrics.Enable("test")
 	defer metrics.Disable()
 	for _, f := range []func(){func() { metrics.DNSQuery("NOERROR") }, metrics.DNSCacheHit, func() { metrics.DNSBLListed("z") },
 		func() { metrics.GreylistDecision("known") }, func() { metrics.ScannerUp("clamd", "s", true) },
