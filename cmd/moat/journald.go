@@ -68,7 +68,9 @@ func priority(l slog.Level) string {
 	return "<7>"
 }
 
-func (h *journalHandler) Enabled(ctx context.Context, l slog.Level) bool { return h.inner.Enabled(ctx, l) }
+func (h *journalHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return h.inner.Enabled(ctx, l)
+}
 
 func (h *journalHandler) Handle(ctx context.Context, r slog.Record) error {
 	h.mu.Lock()

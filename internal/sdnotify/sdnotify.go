@@ -51,4 +51,3 @@ func Reloading() string {
 	usec := ts.Sec*1_000_000 + ts.Nsec/1000
 	return "RELOADING=1\nMONOTONIC_USEC=" + strconv.FormatInt(usec, 10)
 }
-
