@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -89,7 +90,11 @@ func TestDebianPackage(t *testing.T) {
 	})
 
 	dir := t.TempDir()
-	mk := exec.Command("make", "deb", "DEB_DIR="+dir)
+	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := os.Stat(goBin); err != nil {
+		goBin = "go"
+	}
+	mk := exec.Command("make", "deb", "DEB_DIR="+dir, "GO="+goBin)
 	mk.Dir = stack.RepoRoot(t)
 	start := time.Now()
 	if out, err := mk.CombinedOutput(); err != nil {
