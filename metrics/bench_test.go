@@ -1,11 +1,10 @@
-package metrics
+package metrics_test
 
 import (
-	"context"
-	"net/netip"
 	"testing"
 	"time"
 
+	"github.com/moatmail/moat/metrics"
 	"github.com/moatmail/moat/policy"
 	"github.com/moatmail/moat/policy/policytest"
 )
@@ -15,30 +14,16 @@ import (
 // hits both alike. Target: ratio >= 0.98.
 func BenchmarkThroughputRatio(b *testing.B) {
 	eng := policytest.Engine(b, policytest.Policy+"[checks.test]\nreject_to = [\"bad@example.test\"]\n")
-	body := []byte("hello\r\n")
-	one := func() {
-		s := policy.NewSession()
-		s.ClientIP = netip.MustParseAddr("192.0.2.1")
-		tx := policy.NewTransaction(eng, s, policy.SpoolSettings{})
-		ctx := context.Background()
-		tx.Connect(ctx)
-		tx.Mail(ctx, policy.MailCommand{From: "sender@example.org"})
-		tx.Rcpt(ctx, "a@example.test", "")
-		tx.Rcpt(ctx, "bad@example.test", "")
-		tx.Header("Subject", " hi")
-		tx.EndHeaders(ctx)
-		tx.Body(body)
-		tx.EOM(ctx)
-	}
+	one := func() { send(eng, "hello\r\n", "a@example.test", "bad@example.test") }
 	const perRound = 2000
 	var off, on time.Duration
 	for i := 0; i < b.N; i++ {
 		for _, enable := range []bool{false, true} {
 			if enable {
-				Enable("bench")
-				policy.SetObserver(Observer)
+				metrics.Enable("bench")
+				policy.SetObserver(metrics.Observer)
 			} else {
-				Disable()
+				metrics.Disable()
 				policy.SetObserver(nil)
 			}
 			start := time.Now()
@@ -52,7 +37,7 @@ func BenchmarkThroughputRatio(b *testing.B) {
 			}
 		}
 	}
-	Disable()
+	metrics.Disable()
 	policy.SetObserver(nil)
 	b.ReportMetric(float64(perRound*b.N)/off.Seconds(), "msgs/s-off")
 	b.ReportMetric(float64(perRound*b.N)/on.Seconds(), "msgs/s-on")

@@ -1,119 +1,24 @@
 package metrics
 
 import (
-	"context"
-	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-
-	"github.com/moatmail/moat/policy"
-	"github.com/moatmail/moat/policy/policytest"
-	_ "github.com/moatmail/moat/test/testcheck"
 )
 
 // enabled turns recording on for one test (the collectors are package-wide: tests compare deltas).
 func enabled(t *testing.T) {
 	t.Helper()
 	Enable("test")
-	policy.SetObserver(Observer)
-	t.Cleanup(func() {
-		Disable()
-		policy.SetObserver(nil)
-	})
+	t.Cleanup(Disable)
 }
 
 func value(t *testing.T, c prometheus.Collector) float64 {
 	t.Helper()
 	return testutil.ToFloat64(c)
-}
-
-// TestEngineCounts runs real transactions through an engine with the scripted test check and checks that
-// every engine-side metric moves by what happened: one message accepted with one recipient refused, one
-// message refused at end of message, one check panic.
-func TestEngineCounts(t *testing.T) {
-	enabled(t)
-	eng := policytest.Engine(t, policytest.Policy+`
-[checks.test]
-reject_to = ["bad@example.test"]
-panic_to = ["boom@example.test"]
-reject_body = "REJECT-ME"
-`)
-	accept := messages.WithLabelValues("accept", "none")
-	rejectBody := messages.WithLabelValues("reject", "test/test-body")
-	rcptAccept := recipients.WithLabelValues("accept")
-	rcptReject := recipients.WithLabelValues("reject")
-	rcptTempfail := recipients.WithLabelValues("tempfail")
-	fail := checkResults.WithLabelValues("test", "fail")
-	before := map[string]float64{"accept": value(t, accept), "rejectBody": value(t, rejectBody),
-		"rcptAccept": value(t, rcptAccept), "rcptReject": value(t, rcptReject), "rcptTempfail": value(t, rcptTempfail),
-		"fail": value(t, fail), "panics": value(t, panics)}
-	durBefore := histogramCount(t, "test", "rcpt")
-
-	send := func(body string, rcpts ...string) policy.Decision {
-		s := policy.NewSession()
-		s.ClientIP = netip.MustParseAddr("192.0.2.1")
-		tx := policy.NewTransaction(eng, s, policy.SpoolSettings{})
-		ctx := context.Background()
-		tx.Connect(ctx)
-		tx.Mail(ctx, policy.MailCommand{From: "sender@example.org"})
-		for _, r := range rcpts {
-			tx.Rcpt(ctx, r, "")
-		}
-		tx.Header("Subject", " hello")
-		tx.EndHeaders(ctx)
-		tx.Body([]byte(body))
-		return tx.EOM(ctx).Decision
-	}
-	if d := send("fine\r\n", "a@example.test", "bad@example.test"); d.Action != policy.ActAccept {
-		t.Fatalf("first message: got %v, want accept", d.Action)
-	}
-	if d := send("REJECT-ME\r\n", "a@example.test"); d.Action != policy.ActReject {
-		t.Fatalf("second message: got %v, want reject", d.Action)
-	}
-	if d := send("fine\r\n", "boom@example.test", "a@example.test"); d.Action != policy.ActAccept {
-		t.Fatalf("third message: got %v, want accept", d.Action)
-	}
-
-	want := map[string]float64{"accept": 2, "rejectBody": 1, "rcptAccept": 2, "rcptReject": 2, "rcptTempfail": 1,
-		"fail": 2, "panics": 1}
-	got := map[string]float64{"accept": value(t, accept), "rejectBody": value(t, rejectBody),
-		"rcptAccept": value(t, rcptAccept), "rcptReject": value(t, rcptReject), "rcptTempfail": value(t, rcptTempfail),
-		"fail": value(t, fail), "panics": value(t, panics)}
-	for k, w := range want {
-		if d := got[k] - before[k]; d != w {
-			t.Errorf("%s moved by %v, want %v", k, d, w)
-		}
-	}
-	// Five recipients, one run of the test check each at RCPT.
-	if d := histogramCount(t, "test", "rcpt") - durBefore; d != 5 {
-		t.Errorf("moat_check_duration_seconds{check=test,stage=rcpt} count moved by %d, want 5", d)
-	}
-}
-
-func histogramCount(t *testing.T, check, stage string) uint64 {
-	t.Helper()
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(checkDuration)
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		for _, m := range mf.GetMetric() {
-			labels := map[string]string{}
-			for _, l := range m.GetLabel() {
-				labels[l.GetName()] = l.GetValue()
-			}
-			if labels["check"] == check && labels["stage"] == stage {
-				return m.GetHistogram().GetSampleCount()
-			}
-		}
-	}
-	return 0
 }
 
 // TestOffRecordsNothing: without Enable the recording functions and the engine leave every metric alone.

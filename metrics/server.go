@@ -18,6 +18,9 @@ import (
 	"github.com/moatmail/moat/config"
 )
 
+// Table is the name of the top-level table this package reads.
+const Table = "metrics"
+
 // Config is the [metrics] table. Without Listen, nothing is served and nothing is recorded.
 type Config struct {
 	// Listen is the address of the HTTP endpoint, "127.0.0.1:9357"; "" turns metrics off.
@@ -36,13 +39,13 @@ type Config struct {
 // LoadConfig decodes and validates the [metrics] table of f; errors name the file, line and key.
 func LoadConfig(f *config.File) (Config, error) {
 	var c Config
-	sec := f.Section("metrics")
+	sec := f.Section(Table)
 	if err := sec.Decode(&c); err != nil {
 		return c, err
 	}
 	if c.Listen == "" {
-		for _, k := range []string{"bearer_token", "basic_user", "basic_password", "tls_cert", "tls_key"} {
-			if sec.Has(k) {
+		for _, k := range sec.Keys() {
+			if k != "listen" {
 				return c, sec.Errorf(k, "has no effect without listen")
 			}
 		}

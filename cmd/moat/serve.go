@@ -76,8 +76,6 @@ func newLogger(c logConfig, stderr io.Writer) (*slog.Logger, io.Closer, error) {
 	return slog.New(slog.NewTextHandler(w, opts)), closer, nil
 }
 
-func init() { policy.RegisterSection("metrics") }
-
 func loadMilterConfig(f *config.File) (milter.Config, error) { return milter.LoadConfig(f) }
 
 func runServe(args []string, _, stderr io.Writer) int {
@@ -116,7 +114,7 @@ func runServe(args []string, _, stderr io.Writer) int {
 		metrics.Enable(policy.Version)
 		policy.SetObserver(metrics.Observer)
 	}
-	eng, err := policy.Build(f, log)
+	eng, err := policy.Build(f, log, services())
 	if err != nil {
 		return fail(stderr, err)
 	}
@@ -229,7 +227,7 @@ func reload(path string, running milter.Config, runningLog logConfig, srv *milte
 	}
 	var eng *policy.Engine
 	if err == nil {
-		eng, err = policy.Build(f, log)
+		eng, err = policy.Build(f, log, services())
 	}
 	if err == nil {
 		_, err = metrics.LoadConfig(f)
