@@ -11,6 +11,8 @@ import (
 	"net"
 	"sync/atomic"
 	"syscall"
+
+	"github.com/moatmail/moat/metrics"
 )
 
 // maxPacket bounds one milter packet from the MTA. We negotiate 64 KiB body chunks; 16 MiB leaves room for
@@ -102,6 +104,7 @@ func (c *guardedConn) nextPacket() error {
 func (c *guardedConn) malformed(why string) error {
 	c.bad.Store(true)
 	c.log.Error("closing milter connection: malformed packet from MTA", "remote", c.RemoteAddr().String(), "why", why)
+	metrics.MilterProtocolError()
 	return fmt.Errorf("%w: %s", errMalformed, why)
 }
 

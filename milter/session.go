@@ -10,6 +10,7 @@ import (
 
 	gomilter "github.com/d--j/go-milter"
 
+	"github.com/moatmail/moat/metrics"
 	"github.com/moatmail/moat/policy"
 )
 
@@ -60,6 +61,7 @@ func (m *session) guard(stage string, resp **gomilter.Response, err *error) {
 	}
 	if m.tx == nil {
 		m.srv.log.Error("panic in milter session", "stage", stage, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+		metrics.Panic()
 		*resp, *err = gomilter.RespTempFail, nil
 		return
 	}

@@ -79,6 +79,10 @@ func (e *Engine) close() {
 	})
 }
 
+// Health reports whether the shared services of the engine's checks (the state store) answer; the error
+// names each that does not.
+func (e *Engine) Health(ctx context.Context) error { return e.env.health(ctx) }
+
 // Connect runs the connect-stage checks.
 func (e *Engine) Connect(ctx context.Context, s *Session) Decision {
 	return e.envelopeStage(ctx, StageConnect, s)
@@ -142,6 +146,7 @@ func (e *Engine) Headers(ctx context.Context, s *Session) Decision {
 			defer func() {
 				if p := recover(); p != nil {
 					e.log.Error("check panicked", "check", en.name, "stage", "body", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+					notePanic()
 					stream = panicStream{fmt.Sprint(p)}
 				}
 			}()
@@ -165,6 +170,7 @@ func (e *Engine) WriteBody(s *Session, p []byte) {
 			defer func() {
 				if r := recover(); r != nil {
 					e.log.Error("check panicked", "check", st.en.name, "stage", "body", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+					notePanic()
 					st.failed = true
 					st.stream = panicStream{fmt.Sprint(r)}
 				}
@@ -436,6 +442,7 @@ func (e *Engine) call(ctx context.Context, en *entry, stage Stage, s *Session, r
 			if p := recover(); p != nil {
 				e.log.Error("check panicked", "ref", s.Ref, "check", en.name, "stage", stage.String(),
 					"panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+				notePanic()
 				fs = []Finding{panicFinding(fmt.Sprint(p))}
 			}
 			done <- fs
@@ -472,6 +479,9 @@ func (e *Engine) call(ctx context.Context, en *entry, stage Stage, s *Session, r
 			f.Correspondent = false
 			f.Detail = strings.TrimSpace(f.Detail + " dry-run: correspondent not marked")
 		}
+	}
+	if o := observe(); o != nil {
+		observeCheck(o, en.name, stage, elapsed, fs)
 	}
 	return fs
 }

@@ -1,7 +1,9 @@
 package policy
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sort"
 	"sync"
@@ -46,8 +48,9 @@ type Env struct {
 	resolver lazy[*resolver.Resolver]
 	store    lazy[store.Store]
 
-	mu      sync.Mutex
-	closers []func() error
+	mu        sync.Mutex
+	closers   []func() error
+	openStore store.Store // the store once opened, for health probes
 }
 
 // lazy is a value built on first use; concurrent callers wait for that one build.
@@ -93,8 +96,26 @@ func (e *Env) Store() (store.Store, error) {
 			return nil, err
 		}
 		e.OnClose(closeStore)
+		e.mu.Lock()
+		e.openStore = st
+		e.mu.Unlock()
 		return st, nil
 	})
+}
+
+// health probes the services opened so far (the state store), for the health endpoint; a configuration
+// whose checks use no store has nothing to probe.
+func (e *Env) health(ctx context.Context) error {
+	e.mu.Lock()
+	st := e.openStore
+	e.mu.Unlock()
+	if st == nil {
+		return nil
+	}
+	if err := store.Probe(ctx, st); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	return nil
 }
 
 // OnClose registers f to run when the configuration is retired.

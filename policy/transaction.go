@@ -180,6 +180,7 @@ func (t *Transaction) Abort() {
 	defer func() {
 		if p := recover(); p != nil {
 			t.eng.log.Error("panic while ending a message", "ref", t.s.Ref, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			notePanic()
 		}
 	}()
 	t.finishPending()
@@ -190,6 +191,7 @@ func (t *Transaction) Abort() {
 // is for that recipient only.
 func (t *Transaction) Recovered(stage string, p any) Decision {
 	t.eng.log.Error("panic while handling the message", "ref", t.s.Ref, "stage", stage, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+	notePanic()
 	d := Decision{Action: ActTempfail, Check: "moat", Reason: "internal-error",
 		Reply: Reply{Code: 451, Enhanced: "4.3.0", Text: "Internal error, please try again later (ref=" + t.s.Ref + ")"}}
 	if t.inMessage && stage != StageRcpt.String() {
@@ -213,6 +215,9 @@ func (t *Transaction) endMessage(d Decision, score float64) {
 	}
 	t.inMessage = false
 	t.eng.LogMessage(t.s, d, score)
+	if o := observe(); o != nil {
+		observeMessage(o, t.s, d)
+	}
 	t.dropBody()
 }
 

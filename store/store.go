@@ -334,6 +334,15 @@ func FromConfig(f *config.File, log *slog.Logger) (st Store, close func() error,
 	}, nil
 }
 
+// Probe reports whether st answers: one read of a greylist entry that never exists (not found is the healthy
+// answer), for the health endpoint.
+func Probe(ctx context.Context, st Store) error {
+	if _, err := st.GreyEntry(ctx, "moat-health-probe", time.Now()); err != nil && !errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("%s store does not answer: %w", st.Backend(), err)
+	}
+	return nil
+}
+
 // startPurger runs Purge every interval until the returned stop function is called.
 func startPurger(st Store, interval time.Duration, report func(int, error)) (stop func()) {
 	done := make(chan struct{})

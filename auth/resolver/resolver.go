@@ -40,6 +40,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -50,6 +51,7 @@ import (
 
 	"github.com/moatmail/moat/config"
 	"github.com/moatmail/moat/internal/addr"
+	"github.com/moatmail/moat/metrics"
 )
 
 // Stats are the resolver's counters, ready to be exported as metrics.
@@ -170,6 +172,7 @@ func (r *Resolver) Query(ctx context.Context, name string, qtype uint16) (*Answe
 	key := cacheKey{fq, qtype}
 	if a := r.cached(key); a != nil {
 		r.hits.Add(1)
+		metrics.DNSCacheHit()
 		return a, nil
 	}
 	ch := r.group.DoChan(fmt.Sprintf("%s/%d", fq, qtype), func() (any, error) {
@@ -177,6 +180,7 @@ func (r *Resolver) Query(ctx context.Context, name string, qtype uint16) (*Answe
 		// the name is asked twice.
 		if a := r.cached(key); a != nil {
 			r.hits.Add(1)
+			metrics.DNSCacheHit()
 			return a, nil
 		}
 		// The query outlives the asking session's deadline so that other sessions waiting for it are not
@@ -365,13 +369,26 @@ func (r *Resolver) ask(ctx context.Context, q *dns.Msg, server string) (*dns.Msg
 	if err != nil {
 		if isTimeout(err) {
 			r.timeouts.Add(1)
+			metrics.DNSQuery("timeout")
+		} else {
+			metrics.DNSQuery("error")
 		}
 		return nil, err
 	}
 	if m.Id != q.Id {
+		metrics.DNSQuery("error")
 		return nil, errors.New("answer id mismatch")
 	}
+	metrics.DNSQuery(rcodeName(m.Rcode))
 	return m, nil
+}
+
+// rcodeName is the label of a response code: its name, or its number for codes without one.
+func rcodeName(rcode int) string {
+	if n, ok := dns.RcodeToString[rcode]; ok {
+		return n
+	}
+	return strconv.Itoa(rcode)
 }
 
 func isTimeout(err error) bool {

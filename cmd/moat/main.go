@@ -25,6 +25,7 @@ import (
 	"strings"
 
 	"github.com/moatmail/moat/config"
+	"github.com/moatmail/moat/metrics"
 	"github.com/moatmail/moat/policy"
 )
 
@@ -268,7 +269,8 @@ func runCheckConfig(args []string, stdout, stderr io.Writer) int {
 	}
 	mc, milterErr := loadMilterConfig(f)
 	_, logErr := loadLogConfig(f)
-	if err := errors.Join(milterErr, logErr, engErr); err != nil {
+	_, metricsErr := metrics.LoadConfig(f)
+	if err := errors.Join(milterErr, logErr, metricsErr, engErr); err != nil {
 		return fail(stderr, err)
 	}
 	for _, w := range configWarnings(f) {

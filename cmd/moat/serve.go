@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -17,6 +19,8 @@ import (
 	"syscall"
 
 	"github.com/moatmail/moat/config"
+	"github.com/moatmail/moat/internal/sdnotify"
+	"github.com/moatmail/moat/metrics"
 	"github.com/moatmail/moat/milter"
 	"github.com/moatmail/moat/policy"
 )
@@ -66,6 +70,9 @@ func newLogger(c logConfig, stderr io.Writer) (*slog.Logger, logCloser, error) {
 		w, closer = f, f
 	}
 	opts := &slog.HandlerOptions{Level: lv}
+	if w == stderr && underJournald(stderr) {
+		return slog.New(newJournalHandler(w, c.Format, opts)), closer, nil
+	}
 	if c.Format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts)), closer, nil
 	}
@@ -119,6 +126,15 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(stderr, err)
 	}
+	metc, err := metrics.LoadConfig(f)
+	if err != nil {
+		return fail(stderr, err)
+	}
+	if metc.Listen != "" {
+		// Before the engine is built, so that the checks' set-up is counted too.
+		metrics.Enable(policy.Version)
+		policy.SetObserver(metrics.Observer)
+	}
 	lns, err := milter.Listen(mc, log)
 	if err != nil {
 		return fail(stderr, err)
@@ -146,6 +162,25 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	defer signal.Stop(sigs)
 	srv := milter.NewServer(mc, eng, log)
 	srv.CleanSpool()
+	var failed failedListeners
+	if metc.Listen != "" {
+		health := func(ctx context.Context) error { return errors.Join(failed.err(), srv.Engine().Health(ctx)) }
+		ms, err := metrics.Listen(metc, metrics.Handler(metc, metrics.NewRegistry(srv.Active), health, log), log)
+		if err != nil {
+			for _, ln := range lns {
+				_ = ln.Close()
+			}
+			eng.Retire()
+			return fail(stderr, err)
+		}
+		defer ms.Close()
+		go func() {
+			if err := ms.Serve(); err != nil {
+				log.Error("metrics endpoint failed", "err", err)
+			}
+		}()
+		log.Info("metrics endpoint listening", "addr", ms.Addr().String(), "tls", metc.TLSCert != "")
+	}
 	log.Info("moat started", "version", policy.Version, "config", *path, "listen", strings.Join(mc.Listen, " "),
 		"checks", orNone(eng.Checks()), "authserv_id", eng.Settings.AuthservID, "dry_run", eng.Settings.DryRun,
 		"tag_score", eng.Settings.TagScore, "reject_score", eng.Settings.RejectScore, "user", runAsOrCurrent(runAs))
@@ -157,19 +192,24 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 			defer wg.Done()
 			if err := srv.Serve(ln); err != nil {
 				log.Error("listener failed", "addr", ln.Addr().String(), "err", err)
+				failed.add(ln.Addr().String(), err)
 			}
 		}(ln)
 	}
 
+	notify(log, sdnotify.Ready)
 	for sig := range sigs {
 		if sig == syscall.SIGHUP {
+			notify(log, sdnotify.Reloading())
 			// Log file first, so that a rotated log gets the reload's own lines.
 			if err := logCloser.Reopen(); err != nil {
 				log.Error("reopening the log file failed; still writing to the old one", "err", err)
 			}
-			reload(*path, mc, lc, srv, log)
+			metrics.ConfigReload(reload(*path, mc, lc, srv, log))
+			notify(log, sdnotify.Ready)
 			continue
 		}
+		notify(log, sdnotify.Stopping)
 		log.Info("shutting down: no new connections, waiting for sessions in flight",
 			"signal", sig.String(), "active", srv.Active(), "timeout", mc.ShutdownTimeout.String())
 		ctx, cancel := context.WithTimeout(context.Background(), mc.ShutdownTimeout.D())
@@ -186,8 +226,34 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// reload builds a new engine from the file and swaps it in atomically; an invalid file changes nothing.
-func reload(path string, running milter.Config, runningLog logConfig, srv *milter.Server, log *slog.Logger) {
+// notify tells systemd (Type=notify) about a change of state; outside systemd it does nothing.
+func notify(log *slog.Logger, state string) {
+	if err := sdnotify.Notify(state); err != nil {
+		log.Warn("telling systemd the service state failed", "state", state, "err", err)
+	}
+}
+
+// failedListeners records the milter listeners that stopped serving, for the health endpoint.
+type failedListeners struct {
+	mu   sync.Mutex
+	errs []error
+}
+
+func (f *failedListeners) add(addr string, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.errs = append(f.errs, fmt.Errorf("milter listener %s stopped: %w", addr, err))
+}
+
+func (f *failedListeners) err() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return errors.Join(f.errs...)
+}
+
+// reload builds a new engine from the file and swaps it in atomically; an invalid file changes nothing. It
+// reports whether the new configuration is in force.
+func reload(path string, running milter.Config, runningLog logConfig, srv *milter.Server, log *slog.Logger) bool {
 	f, err := config.Load(path)
 	var lc logConfig
 	if err == nil {
@@ -201,9 +267,12 @@ func reload(path string, running milter.Config, runningLog logConfig, srv *milte
 	if err == nil {
 		eng, err = policy.Build(f, log, services())
 	}
+	if err == nil {
+		_, err = metrics.LoadConfig(f)
+	}
 	if err != nil {
 		log.Error("reload failed; the running configuration stays in force", "err", err)
-		return
+		return false
 	}
 	if !reflect.DeepEqual(mc, running) {
 		log.Warn("reload: [milter] settings changed; they take effect at restart", "running_listen", strings.Join(running.Listen, " "))
@@ -213,6 +282,7 @@ func reload(path string, running milter.Config, runningLog logConfig, srv *milte
 	}
 	srv.Swap(eng)
 	log.Info("configuration reloaded", "config", path, "checks", orNone(eng.Checks()))
+	return true
 }
 
 // runAsOrCurrent names the user moat runs as for the start-up line.

@@ -5,6 +5,7 @@ package main
 // configuration asks for it, so a configuration without greylisting creates no database.
 import (
 	"github.com/moatmail/moat/auth/resolver"
+	"github.com/moatmail/moat/metrics"
 	"github.com/moatmail/moat/policy"
 	"github.com/moatmail/moat/store"
 )
@@ -12,7 +13,7 @@ import (
 // services returns the services of a configuration, for serve, reload, scan and check-config alike.
 func services() policy.Services {
 	return policy.Services{
-		Tables:   []string{resolver.Table, store.Table},
+		Tables:   []string{resolver.Table, store.Table, metrics.Table},
 		Resolver: resolver.FromConfig,
 		Store:    store.FromConfig,
 	}

@@ -48,6 +48,7 @@ import (
 	"github.com/moatmail/moat/auth/resolver"
 	"github.com/moatmail/moat/config"
 	"github.com/moatmail/moat/internal/addr"
+	"github.com/moatmail/moat/metrics"
 	"github.com/moatmail/moat/policy"
 )
 
@@ -455,6 +456,7 @@ func (c *Check) query(ctx context.Context, t listType, q string) result {
 			r.allowErr = true
 		}
 		if len(out[j].codes) > 0 {
+			metrics.DNSBLListed(c.lists[i].zone)
 			r.weight += c.lists[i].weight
 			r.hits = append(r.hits, hit{l: &c.lists[i], codes: out[j].codes})
 		}

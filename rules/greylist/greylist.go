@@ -55,6 +55,7 @@ import (
 
 	"github.com/moatmail/moat/config"
 	"github.com/moatmail/moat/internal/addr"
+	"github.com/moatmail/moat/metrics"
 	"github.com/moatmail/moat/policy"
 	"github.com/moatmail/moat/store"
 )
@@ -322,12 +323,21 @@ func (c *Check) domain(d string) (enabled, suspiciousOnly bool, delay time.Durat
 	return
 }
 
+// decision names a greylisting outcome for the metrics: the finding's reason, or "skipped".
+func decision(fs []policy.Finding) string {
+	if len(fs) == 0 || fs[0].Status == policy.StatusSkipped {
+		return "skipped"
+	}
+	return fs[0].Reason
+}
+
 func skipped(reason string) []policy.Finding {
 	return []policy.Finding{{Status: policy.StatusSkipped, Reason: reason}}
 }
 
 // Rcpt implements policy.RcptChecker: one decision per recipient.
-func (c *Check) Rcpt(ctx context.Context, s *policy.Session, r *policy.Recipient) []policy.Finding {
+func (c *Check) Rcpt(ctx context.Context, s *policy.Session, r *policy.Recipient) (out []policy.Finding) {
+	defer func() { metrics.GreylistDecision(decision(out)) }()
 	switch {
 	case s.Auth.Authenticated():
 		return skipped(ReasonAuthenticated)

@@ -32,7 +32,7 @@ type PoolOptions struct {
 // NewPool returns a pool over list and starts its health checks.
 func NewPool(list []servers.Server, opts PoolOptions) *Pool {
 	p := &Pool{
-		servers:        servers.NewPool(list, servers.Options{Unavailable: ErrUnavailable, AttemptTimeout: opts.AttemptTimeout}),
+		servers:        servers.NewPool(list, servers.Options{Unavailable: ErrUnavailable, AttemptTimeout: opts.AttemptTimeout, Scanner: "clamd"}),
 		connectTimeout: opts.ConnectTimeout,
 		stop:           make(chan struct{}),
 	}

@@ -34,6 +34,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/moatmail/moat/metrics"
 )
 
 // Server is one server address: network "unix" or "tcp".
@@ -125,6 +127,8 @@ type Options struct {
 	AttemptTimeout time.Duration
 	// RetryAfter is how long a failed server stays down (0: until a request on it succeeds or MarkUp).
 	RetryAfter time.Duration
+	// Scanner names the scanner ("clamd", "spamd") in the metrics of its servers' state and errors.
+	Scanner string
 }
 
 // Pool is a list of servers used with failover (see the package comment).
@@ -147,6 +151,7 @@ func NewPool(list []Server, opts Options) *Pool {
 	p := &Pool{opts: opts}
 	for _, s := range list {
 		p.members = append(p.members, &member{srv: s})
+		metrics.ScannerUp(opts.Scanner, s.String(), true)
 	}
 	return p
 }
@@ -205,6 +210,7 @@ func (p *Pool) markUp(m *member) {
 	m.mu.Lock()
 	m.down, m.downUntil = false, time.Time{}
 	m.mu.Unlock()
+	metrics.ScannerUp(p.opts.Scanner, m.srv.String(), true)
 }
 
 func (p *Pool) markDown(m *member, err error) {
@@ -214,6 +220,7 @@ func (p *Pool) markDown(m *member, err error) {
 		m.downUntil = time.Now().Add(p.opts.RetryAfter)
 	}
 	m.mu.Unlock()
+	metrics.ScannerUp(p.opts.Scanner, m.srv.String(), false)
 }
 
 // Try runs attempt on the servers of p in turn, as the package comment says, until one succeeds or fails
@@ -259,8 +266,10 @@ func Try[T any](ctx context.Context, p *Pool, attempt func(ctx context.Context, 
 			return v, m.srv, nil
 		}
 		if !errors.Is(err, unavailable) {
+			metrics.ScannerError(p.opts.Scanner, errorKind(err))
 			return v, m.srv, err
 		}
+		metrics.ScannerError(p.opts.Scanner, "unavailable")
 		errs = append(errs, err)
 		if ended(ctx) {
 			// The caller's deadline ran out during this attempt: the server may be healthy.
@@ -272,6 +281,14 @@ func Try[T any](ctx context.Context, p *Pool, attempt func(ctx context.Context, 
 		return zero, Server{}, fmt.Errorf("%w: %w", unavailable, ctx.Err())
 	}
 	return zero, Server{}, errors.Join(errs...)
+}
+
+// errorKind names a final (not unavailable) scan error for the metrics.
+func errorKind(err error) string {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return "timeout"
+	}
+	return "error"
 }
 
 // ended reports whether ctx is done or its deadline has passed (a connection's deadline, which is the

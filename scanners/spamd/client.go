@@ -52,7 +52,7 @@ func NewClient(list []servers.Server, opts ClientOptions) *Client {
 		c.noCompress[s] = new(atomic.Bool)
 	}
 	c.pool = servers.NewPool(list, servers.Options{Unavailable: ErrUnavailable, AttemptTimeout: opts.AttemptTimeout,
-		RetryAfter: retryAfter})
+		RetryAfter: retryAfter, Scanner: "spamd"})
 	return c
 }
 
