@@ -26,6 +26,7 @@ import (
 
 	"github.com/moatmail/moat/auth/resolver"
 	"github.com/moatmail/moat/config"
+	"github.com/moatmail/moat/internal/addr"
 )
 
 // Options are what the audit cannot guess.
@@ -62,7 +63,7 @@ type Options struct {
 // Run audits and returns the report; an error means the audit could not run at all (bad options).
 // ctx's deadline bounds the whole run.
 func Run(ctx context.Context, opts Options) (*Report, error) {
-	domain, err := resolver.ToASCII(strings.TrimSuffix(strings.TrimSpace(opts.Domain), "."))
+	domain, err := addr.DomainASCII(opts.Domain)
 	if err != nil || domain == "" || !strings.Contains(domain, ".") {
 		return nil, fmt.Errorf("audit: %q is not a mail domain", opts.Domain)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/moatmail/moat/auth/rdns"
 	"github.com/moatmail/moat/auth/resolver"
+	"github.com/moatmail/moat/internal/addr"
 	"github.com/moatmail/moat/policy"
 )
 
@@ -51,7 +52,7 @@ func (a *auditor) checkMX(ctx context.Context) []*mxHost {
 				"null MX mixed with other MX records")
 			continue
 		}
-		mxs = append(mxs, &mxHost{Name: policy.NormalizeDomain(r.Host), Pref: r.Pref, PTR: map[netip.Addr][]string{}})
+		mxs = append(mxs, &mxHost{Name: addr.Domain(r.Host), Pref: r.Pref, PTR: map[netip.Addr][]string{}})
 	}
 	sort.SliceStable(mxs, func(i, j int) bool { return mxs[i].Pref < mxs[j].Pref })
 	names := make([]string, len(mxs))
@@ -100,7 +101,7 @@ func (a *auditor) checkMX(ctx context.Context) []*mxHost {
 // checkAnnounced compares the name an MX announces in its banner with its addresses' confirmed PTR names.
 func (a *auditor) checkAnnounced(mx *mxHost, announced string) {
 	s := a.section("dns")
-	announced = policy.NormalizeDomain(announced)
+	announced = addr.Domain(announced)
 	for _, ip := range mx.Addrs {
 		ptr, ok := mx.PTR[ip]
 		if !ok {

@@ -23,8 +23,8 @@ import (
 	gomilter "github.com/d--j/go-milter"
 
 	"github.com/moatmail/moat/config"
+	"github.com/moatmail/moat/internal/spool"
 	"github.com/moatmail/moat/policy"
-	"github.com/moatmail/moat/scanners/spool"
 )
 
 // Config is the [milter] table.

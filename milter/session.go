@@ -1,34 +1,28 @@
 package milter
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net/netip"
 	"runtime/debug"
-	"strings"
 	"sync"
 	"time"
 
 	gomilter "github.com/d--j/go-milter"
 
 	"github.com/moatmail/moat/policy"
-	"github.com/moatmail/moat/scanners/spool"
 )
 
 // session is one MTA connection: one SMTP session and the messages in it. The library calls its methods one at
-// a time, in protocol order.
+// a time, in protocol order. The stages themselves run in a policy.Transaction; the session translates: macros
+// into session fields, decisions into milter replies, and the outcome into header changes and quarantine.
 type session struct {
 	gomilter.NoOpMilter
 	srv *Server
 	eng *policy.Engine
 	s   *policy.Session
+	tx  *policy.Transaction
 
-	inMessage bool // MAIL FROM seen and the message not yet summarised in the log
-	final     policy.Decision
-	hdr       bytes.Buffer // the header block, rebuilt for the spool and the body streams
-	body      *spool.Spool
-	bodyErr   error
 	// bodyLimit: once the spool holds more, no check will read the body (-1: no limit); canSkip: the MTA
 	// takes SMFIR_SKIP and waits for a reply to each body chunk, so the rest of the body can be skipped.
 	bodyLimit int64
@@ -64,18 +58,12 @@ func (m *session) guard(stage string, resp **gomilter.Response, err *error) {
 	if p == nil {
 		return
 	}
-	ref := ""
-	if m.s != nil {
-		ref = m.s.Ref
+	if m.tx == nil {
+		m.srv.log.Error("panic in milter session", "stage", stage, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+		*resp, *err = gomilter.RespTempFail, nil
+		return
 	}
-	m.srv.log.Error("panic in milter session", "ref", ref, "stage", stage, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
-	d := policy.Decision{Action: policy.ActTempfail, Check: "moat", Reason: "internal-error",
-		Reply: policy.Reply{Code: 451, Enhanced: "4.3.0", Text: "Internal error, please try again later (ref=" + ref + ")"}}
-	// At RCPT the answer is for that recipient only; elsewhere it ends the message.
-	if m.s != nil && m.inMessage && stage != "rcpt" {
-		m.endMessage(d, 0)
-	}
-	*resp, *err = answer(d), nil
+	*resp, *err = answer(m.tx.Recovered(stage, p)), nil
 }
 
 func (m *session) NewConnection(mod gomilter.Modifier) error {
@@ -92,6 +80,7 @@ func (m *session) NewConnection(mod gomilter.Modifier) error {
 	p := m.proto
 	m.canSkip = p&gomilter.OptSkip != 0 && p&gomilter.OptNoBodyReply == 0 && p&gomilter.OptNoBody == 0
 	m.s = policy.NewSession()
+	m.tx = policy.NewTransaction(m.eng, m.s, policy.SpoolSettings{Dir: m.srv.cfg.SpoolDir, Memory: int64(m.srv.cfg.SpoolMemory)})
 	return nil
 }
 
@@ -112,14 +101,14 @@ func (m *session) Connect(host, family string, port uint16, addr string, mod gom
 	}
 	s.ClientPTR = mod.Get("{client_ptr}")
 	s.Daemon = mod.Get("{daemon_name}")
-	return m.hold(m.eng.Connect(context.Background(), s), gomilter.OptNoConnReply), nil
+	return m.hold(m.tx.Connect(context.Background()), gomilter.OptNoConnReply), nil
 }
 
 func (m *session) Helo(name string, mod gomilter.Modifier) (resp *gomilter.Response, err error) {
 	defer m.guard("helo", &resp, &err)
 	m.s.Helo = name
 	m.readTLS(mod)
-	return m.hold(m.eng.Helo(context.Background(), m.s), gomilter.OptNoHeloReply), nil
+	return m.hold(m.tx.Helo(context.Background()), gomilter.OptNoHeloReply), nil
 }
 
 // hold answers a connect or HELO decision, or keeps a refusal for MAIL when the MTA does not wait for an
@@ -141,40 +130,21 @@ func (m *session) readTLS(mod gomilter.Modifier) {
 
 func (m *session) MailFrom(from, args string, mod gomilter.Modifier) (resp *gomilter.Response, err error) {
 	defer m.guard("mail", &resp, &err)
-	m.finishPending()
+	m.tx.Abort() // the message before this one, summarised with the macros it had
 	m.readTLS(mod)
 	m.s.Auth = policy.AuthInfo{Type: mod.Get("{auth_type}"), Authen: mod.Get("{auth_authen}"), Author: mod.Get("{auth_author}")}
-	d := m.eng.Mail(context.Background(), m.s, from, args)
-	if m.held != nil {
-		d = *m.held
-	}
-	m.s.QueueID = mod.Get("i")
-	m.inMessage = true
-	if d.Action == policy.ActReject || d.Action == policy.ActTempfail || d.Action == policy.ActDiscard {
-		m.endMessage(d, 0)
-	}
+	d := m.tx.Mail(context.Background(), policy.MailCommand{From: from, Args: args, QueueID: mod.Get("i"), Held: m.held})
 	return answer(d), nil
 }
 
 func (m *session) RcptTo(rcpt, args string, mod gomilter.Modifier) (resp *gomilter.Response, err error) {
 	defer m.guard("rcpt", &resp, &err)
-	if !m.inMessage {
-		return gomilter.RespContinue, nil
-	}
-	_, d := m.eng.Rcpt(context.Background(), m.s, rcpt, args)
-	if d.Action == policy.ActDiscard {
-		m.endMessage(d, 0)
-	}
-	return answer(d), nil
+	return answer(m.tx.Rcpt(context.Background(), rcpt, args)), nil
 }
 
 func (m *session) Header(name, value string, _ gomilter.Modifier) (resp *gomilter.Response, err error) {
 	defer m.guard("header", &resp, &err)
-	m.s.Headers = append(m.s.Headers, policy.Header{Name: name, Value: value})
-	m.hdr.WriteString(name)
-	m.hdr.WriteByte(':')
-	m.hdr.WriteString(strings.ReplaceAll(strings.ReplaceAll(value, "\r\n", "\n"), "\n", "\r\n"))
-	m.hdr.WriteString("\r\n")
+	m.tx.Header(name, value)
 	return gomilter.RespContinue, nil
 }
 
@@ -183,32 +153,13 @@ func (m *session) Headers(mod gomilter.Modifier) (resp *gomilter.Response, err e
 	if q := mod.Get("i"); q != "" {
 		m.s.QueueID = q
 	}
-	d := m.eng.Headers(context.Background(), m.s)
-	if d.Action != policy.ActContinue {
-		m.endMessage(d, 0)
-		return answer(d), nil
-	}
-	m.body = spool.New(m.srv.cfg.SpoolDir, int64(m.srv.cfg.SpoolMemory))
-	m.hdr.WriteString("\r\n")
-	m.writeBody(m.hdr.Bytes())
-	m.hdr.Reset()
-	return gomilter.RespContinue, nil
-}
-
-func (m *session) writeBody(p []byte) {
-	if m.body == nil {
-		return
-	}
-	if _, err := m.body.Write(p); err != nil && m.bodyErr == nil {
-		m.bodyErr = err
-	}
-	m.eng.WriteBody(m.s, p)
+	return answer(m.tx.EndHeaders(context.Background())), nil
 }
 
 func (m *session) BodyChunk(chunk []byte, _ gomilter.Modifier) (resp *gomilter.Response, err error) {
 	defer m.guard("body", &resp, &err)
-	m.writeBody(chunk)
-	if m.canSkip && m.bodyLimit >= 0 && m.body != nil && m.body.Size() > m.bodyLimit {
+	m.tx.Body(chunk)
+	if m.canSkip && m.bodyLimit >= 0 && m.tx.BodySize() > m.bodyLimit {
 		// Too large for every scanner: they will skip it; stop the MTA sending (and us spooling) the rest.
 		return gomilter.RespSkip, nil
 	}
@@ -219,20 +170,6 @@ func (m *session) EndOfMessage(mod gomilter.Modifier) (resp *gomilter.Response, 
 	defer m.guard("eom", &resp, &err)
 	if q := mod.Get("i"); q != "" {
 		m.s.QueueID = q
-	}
-	if m.body == nil { // the MTA skipped the header stage (no headers at all)
-		m.body = spool.New(m.srv.cfg.SpoolDir, int64(m.srv.cfg.SpoolMemory))
-		m.hdr.WriteString("\r\n")
-		m.writeBody(m.hdr.Bytes())
-		m.hdr.Reset()
-	}
-	if m.bodyErr != nil {
-		// A message we could not spool cannot be checked: ask the client to retry rather than pass it unscanned.
-		m.srv.log.Error("spooling the message failed", "ref", m.s.Ref, "err", m.bodyErr)
-		d := policy.Decision{Action: policy.ActTempfail, Check: "moat", Reason: "spool-error",
-			Reply: policy.Reply{Code: 451, Enhanced: "4.3.0", Text: "Local error while receiving the message, please try again later (ref=" + m.s.Ref + ")"}}
-		m.endMessage(d, 0)
-		return answer(d), nil
 	}
 	out := m.eomWithProgress(mod)
 	if out.Action == policy.ActAccept || out.Action == policy.ActQuarantine {
@@ -246,7 +183,6 @@ func (m *session) EndOfMessage(mod gomilter.Modifier) (resp *gomilter.Response, 
 			}
 		}
 	}
-	m.endMessage(out.Decision, out.Score)
 	if out.Action == policy.ActAccept || out.Action == policy.ActQuarantine {
 		return gomilter.RespAccept, nil
 	}
@@ -278,7 +214,7 @@ func (m *session) eomWithProgress(mod gomilter.Modifier) policy.Outcome {
 		close(stop)
 		wg.Wait()
 	}()
-	return m.eng.EOM(context.Background(), m.s, m.body)
+	return m.tx.EOM(context.Background())
 }
 
 func applyHeaders(mod gomilter.Modifier, out policy.Outcome) error {
@@ -302,48 +238,15 @@ func applyHeaders(mod gomilter.Modifier, out policy.Outcome) error {
 	return first
 }
 
-// endMessage writes the message's summary line once and forgets the message.
-func (m *session) endMessage(d policy.Decision, score float64) {
-	if !m.inMessage {
-		return
-	}
-	m.inMessage = false
-	m.eng.LogMessage(m.s, d, score)
-	m.dropBody()
-}
-
-func (m *session) dropBody() {
-	m.eng.Abort(m.s)
-	if m.body != nil {
-		_ = m.body.Close()
-		m.body = nil
-	}
-	m.bodyErr = nil
-	m.hdr.Reset()
-}
-
-// finishPending summarises a message that ended without an end-of-message answer: every recipient refused,
-// RSET, or the client gone.
-func (m *session) finishPending() {
-	if !m.inMessage {
-		m.dropBody()
-		return
-	}
-	d := policy.Decision{Action: policy.ActContinue, Check: "moat", Reason: "no-data"}
-	if len(m.s.AcceptedRcpts()) == 0 && len(m.s.Rcpts) > 0 {
-		// Every recipient refused: the last refusal is the message's answer.
-		d = m.s.Rcpts[len(m.s.Rcpts)-1].Decision
-	}
-	m.endMessage(d, 0)
-}
-
 func (m *session) Abort(gomilter.Modifier) error {
 	defer func() {
 		if p := recover(); p != nil {
 			m.srv.log.Error("panic in milter abort", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 		}
 	}()
-	m.finishPending()
+	if m.tx != nil {
+		m.tx.Abort()
+	}
 	return nil
 }
 
@@ -353,8 +256,8 @@ func (m *session) Cleanup(gomilter.Modifier) {
 			m.srv.log.Error("panic in milter cleanup", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 		}
 	}()
-	if m.s != nil {
-		m.finishPending()
+	if m.tx != nil {
+		m.tx.Abort()
 	}
 	if m.eng != nil {
 		m.eng.Release()

@@ -11,6 +11,12 @@
 // the milter asks the MTA only for the stages some check needs. A check never talks to the MTA: it returns
 // [Finding]s, and only [Analyze] decides the answer.
 //
+// # Transactions
+//
+// A [Transaction] drives one SMTP session through an [Engine] stage by stage (connect, HELO, MAIL, RCPT, the
+// header fields, the body, end of message), spools the message and writes one summary line per message. The
+// milter and `moat scan` both feed one, so that an offline scan judges a message as the daemon does.
+//
 // # Order
 //
 // Checks run in the order of the list in order.go, whatever the order of the configuration file. Within a stage

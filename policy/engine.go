@@ -5,63 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"runtime/debug"
-	"sort"
-	"strings"
 	"sync"
 	"time"
 
-	"github.com/moatmail/moat/config"
+	"github.com/moatmail/moat/internal/addr"
 )
-
-// Version is moat's version, set at build time with -ldflags "-X github.com/moatmail/moat/policy.Version=…".
-var Version = "0.1.0-dev"
-
-// Settings is the [policy] table of the configuration file.
-type Settings struct {
-	// AuthservID names this host in Authentication-Results (RFC 8601 section 2.5); default: the host name.
-	AuthservID string `toml:"authserv_id"`
-	// DryRun puts every check in dry-run mode: findings are logged, nothing is rejected.
-	DryRun bool `toml:"dry_run"`
-	// TagScore, QuarantineScore and RejectScore are thresholds on the message's total spam score.
-	TagScore        float64 `toml:"tag_score"`
-	QuarantineScore float64 `toml:"quarantine_score"`
-	RejectScore     float64 `toml:"reject_score"`
-	// TraceHeader is the name of moat's trace header; "" turns it off.
-	TraceHeader string `toml:"trace_header"`
-	// StageTimeout bounds each envelope-stage check; MessageTimeout bounds the end-of-message work.
-	StageTimeout   config.Duration `toml:"stage_timeout"`
-	MessageTimeout config.Duration `toml:"message_timeout"`
-}
-
-// DefaultSettings are the [policy] defaults.
-func DefaultSettings() Settings {
-	host, _ := os.Hostname()
-	if host == "" {
-		host = "localhost"
-	}
-	return Settings{
-		AuthservID:     host,
-		TagScore:       5,
-		RejectScore:    0,
-		TraceHeader:    "X-Moat",
-		StageTimeout:   config.Duration(10 * time.Second),
-		MessageTimeout: config.Duration(120 * time.Second),
-	}
-}
-
-// spamHeaders are SpamAssassin's headers (X-Spam-Flag, -Score, -Level, -Status, -Report, -Checker-Version…):
-// moat writes its own and never lets any through from outside, as Sieve rules and mail clients trust them.
-var spamHeaders = []string{"X-Spam-*"}
-
-type entry struct {
-	check   Check
-	name    string
-	kind    Kind
-	dryRun  bool
-	timeout time.Duration
-}
 
 // Engine runs the configured checks stage by stage and applies the policy step. One Engine exists per loaded
 // configuration; a reload builds a new one and retires the old one when its last session ends.
@@ -78,162 +27,6 @@ type Engine struct {
 	users   int
 	retired bool
 	closed  sync.Once
-}
-
-// Build builds an engine from a configuration file: it validates the top-level tables, the [policy] table and
-// every [checks.NAME] table, and sets up the enabled checks in Order.
-func Build(f *config.File, logger *slog.Logger) (*Engine, error) {
-	if logger == nil {
-		logger = slog.Default()
-	}
-	if err := checkOrder(); err != nil {
-		return nil, err
-	}
-	known := knownSections()
-	for _, k := range f.TopKeys() {
-		if !contains(known, k) {
-			return nil, &config.Error{File: f.Path, Line: f.LineOf(k), Key: k,
-				Msg: fmt.Sprintf("unknown table (known: %s)", strings.Join(known, ", "))}
-		}
-	}
-	st := DefaultSettings()
-	if err := f.Section("policy").Decode(&st); err != nil {
-		return nil, err
-	}
-	psec := f.Section("policy")
-	if st.AuthservID == "" || strings.ContainsAny(st.AuthservID, " ;\t\r\n") {
-		return nil, psec.Errorf("authserv_id", "must be a host name without spaces or ';'")
-	}
-	if st.TraceHeader != "" && !validHeaderName(st.TraceHeader) {
-		return nil, psec.Errorf("trace_header", "%q is not a valid header name", st.TraceHeader)
-	}
-	for key, v := range map[string]float64{"tag_score": st.TagScore, "quarantine_score": st.QuarantineScore, "reject_score": st.RejectScore} {
-		if v < 0 {
-			return nil, psec.Errorf(key, "must not be negative (0 turns it off)")
-		}
-	}
-	if st.RejectScore > 0 && st.QuarantineScore > st.RejectScore {
-		return nil, psec.Errorf("quarantine_score", "must not be above reject_score")
-	}
-	if st.RejectScore > 0 && st.TagScore > st.RejectScore {
-		return nil, psec.Errorf("tag_score", "must not be above reject_score")
-	}
-	if st.StageTimeout <= 0 {
-		return nil, psec.Errorf("stage_timeout", "must be positive")
-	}
-	if st.MessageTimeout <= 0 {
-		return nil, psec.Errorf("message_timeout", "must be positive")
-	}
-	e := &Engine{
-		Settings: st,
-		params:   Params{DryRun: st.DryRun, TagScore: st.TagScore, QuarantineScore: st.QuarantineScore, RejectScore: st.RejectScore},
-		env:      NewEnv(f, logger),
-		log:      logger,
-	}
-	checks := f.Section("checks")
-	registered := Registered()
-	for _, name := range checks.Keys() {
-		if _, ok := lookupSetup(name); !ok {
-			return nil, checks.Errorf(name, "unknown check (known: %s)", strings.Join(registered, ", "))
-		}
-	}
-	for _, name := range Order {
-		setup, ok := lookupSetup(name)
-		sec := checks.Sub(name)
-		if !ok || !sec.Present() {
-			continue
-		}
-		var generic struct {
-			Enabled bool            `toml:"enabled"`
-			DryRun  bool            `toml:"dry_run"`
-			Timeout config.Duration `toml:"timeout"`
-		}
-		generic.Enabled = true
-		if err := sec.Pick("enabled", "dry_run", "timeout").Decode(&generic); err != nil {
-			e.close()
-			return nil, err
-		}
-		if !generic.Enabled {
-			continue
-		}
-		c, err := setup(sec.Without("enabled", "dry_run", "timeout"), e.env)
-		if err != nil {
-			e.close()
-			return nil, err
-		}
-		en := &entry{check: c, name: name, kind: c.Kind(), dryRun: generic.DryRun || st.DryRun, timeout: generic.Timeout.D()}
-		e.entries = append(e.entries, en)
-		for _, stage := range Stages(c) {
-			e.byStage[stage] = append(e.byStage[stage], en)
-		}
-		if ho, ok := c.(HeaderOwner); ok {
-			e.owned = append(e.owned, ho.OwnedHeaders()...)
-		}
-	}
-	e.owned = append(e.owned, spamHeaders...)
-	if st.TraceHeader != "" {
-		e.owned = append(e.owned, st.TraceHeader)
-	}
-	return e, nil
-}
-
-// Stages reports which stages some enabled check needs, so that the milter asks the MTA for no more.
-func (e *Engine) Stages() map[Stage]bool {
-	out := map[Stage]bool{}
-	for st, list := range e.byStage {
-		if len(list) > 0 {
-			out[Stage(st)] = true
-		}
-	}
-	return out
-}
-
-// NeedsBody reports whether some enabled check reads the message body: a body stream, a content scanner, or a
-// message checker that is not HeaderOnly.
-func (e *Engine) NeedsBody() bool {
-	for _, en := range e.byStage[StageEOM] {
-		switch c := en.check.(type) {
-		case BodyStreamer, ContentScanner:
-			return true
-		case MessageChecker:
-			if ho, ok := c.(HeaderOnly); !ok || !ho.HeaderOnly() {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// BodyLimit returns how many body bytes the checks can use at most: past it, every check that reads bodies is
-// a SizeLimited scanner that would skip the message anyway. -1 means no limit.
-func (e *Engine) BodyLimit() int64 {
-	limit := int64(0)
-	for _, en := range e.byStage[StageEOM] {
-		switch c := en.check.(type) {
-		case BodyStreamer:
-			return -1
-		case MessageChecker:
-			if ho, ok := c.(HeaderOnly); !ok || !ho.HeaderOnly() {
-				return -1
-			}
-		case ContentScanner:
-			sl, ok := c.(SizeLimited)
-			if !ok {
-				return -1
-			}
-			limit = max(limit, sl.MaxSize())
-		}
-	}
-	return limit
-}
-
-// Checks lists the enabled checks in run order.
-func (e *Engine) Checks() []string {
-	out := make([]string, len(e.entries))
-	for i, en := range e.entries {
-		out[i] = en.name
-	}
-	return out
 }
 
 // Acquire marks the engine in use by a session and reports whether it may be used: a retired engine that
@@ -299,7 +92,7 @@ func (e *Engine) Helo(ctx context.Context, s *Session) Decision {
 // runs the mail-stage checks. A malformed address is refused here, with a reference id like any rejection.
 func (e *Engine) Mail(ctx context.Context, s *Session, raw, args string) Decision {
 	s.ResetMessage()
-	from, err := ParseAddress(raw)
+	from, err := addr.Parse(raw)
 	s.MailArgs = args
 	if err != nil {
 		f := Rejectf(StatusPermError, "bad-sender-syntax", 553, "5.1.7", "<%s>: malformed sender address", ReplySafe(raw))
@@ -313,12 +106,12 @@ func (e *Engine) Mail(ctx context.Context, s *Session, raw, args string) Decisio
 // Rcpt adds a recipient and runs the rcpt-stage checks for it; the decision applies to this recipient only.
 // The recipient is appended to s.Rcpts with its decision.
 func (e *Engine) Rcpt(ctx context.Context, s *Session, raw, args string) (*Recipient, Decision) {
-	addr, err := ParseAddress(raw)
-	r := &Recipient{Addr: addr, Args: args}
+	a, err := addr.Parse(raw)
+	r := &Recipient{Addr: a, Args: args}
 	s.Rcpts = append(s.Rcpts, r)
-	if err != nil || addr.Null() {
+	if err != nil || a.Null() {
 		if err == nil {
-			err = ErrBadAddress
+			err = addr.ErrMalformed
 		}
 		f := Rejectf(StatusPermError, "bad-recipient-syntax", 553, "5.1.3", "<%s>: malformed recipient address", ReplySafe(raw))
 		f.Err = err
@@ -326,14 +119,7 @@ func (e *Engine) Rcpt(ctx context.Context, s *Session, raw, args string) (*Recip
 		return r, r.Decision
 	}
 	e.run(ctx, StageRcpt, s, r)
-	in := Input{Stage: StageRcpt, Ref: s.Ref, Whitelisted: s.Whitelisted(r)}
-	for _, f := range s.Findings() {
-		if f.Kind == KindAntispam && (f.Verdict == Reject || f.Verdict == Tempfail) {
-			in.Findings = append(in.Findings, f)
-		}
-	}
-	in.Findings = append(in.Findings, r.Findings...)
-	r.Decision = Analyze(in, e.params)
+	r.Decision = Analyze(Input{Stage: StageRcpt, Ref: s.Ref, Whitelisted: s.Whitelisted(r), Findings: rcptFindings(s, r)}, e.params)
 	return r, r.Decision
 }
 
@@ -437,8 +223,9 @@ type HeaderRef struct {
 	Index int
 }
 
-// EOM runs the end-of-message checks (body streams and message checkers, in parallel), applies the policy step
-// and composes the headers.
+// EOM runs the end-of-message checks in three phases: the body streams finish, in parallel; then the message
+// checkers run in order, each seeing the findings before it; then the content scanners run, in parallel. It
+// applies the policy step and composes the headers.
 func (e *Engine) EOM(ctx context.Context, s *Session, m Message) Outcome {
 	s.setStage(StageEOM)
 	ctx, cancel := context.WithTimeout(ctx, e.Settings.MessageTimeout.D())
@@ -482,7 +269,9 @@ func (e *Engine) EOM(ctx context.Context, s *Session, m Message) Outcome {
 	score, scored := 0.0, false
 	var counted []Finding
 	for _, f := range all {
-		if f.Kind == KindAntispam && !f.DryRun {
+		// Anti-spam and virus-kind scores count (an attachment rule's score:N acts for white-listed senders
+		// too); access control never scores.
+		if (f.Kind == KindAntispam || f.Kind == KindVirus) && !f.DryRun {
 			score += f.Score
 		}
 		if f.Scored {
@@ -595,8 +384,6 @@ func (e *Engine) run(ctx context.Context, stage Stage, s *Session, r *Recipient)
 	return out
 }
 
-// call runs one check with its deadline. A panic becomes a tempfail finding for this message (the daemon
-// lives on), logged with its stack.
 // call runs one check under its deadline: the check's own timeout, within what is left of the stage's. A
 // panic becomes a tempfail finding for this message (the daemon lives on), logged with its stack. A check that
 // overruns its deadline (one that ignores its context) is abandoned and answered for with a tempfail, so that
@@ -676,21 +463,4 @@ func (s *Session) setStage(st Stage) {
 	s.mu.Lock()
 	s.stage = st
 	s.mu.Unlock()
-}
-
-func validHeaderName(n string) bool {
-	if n == "" {
-		return false
-	}
-	for i := 0; i < len(n); i++ {
-		if c := n[i]; c <= ' ' || c >= 0x7f || c == ':' {
-			return false
-		}
-	}
-	return true
-}
-
-func contains(list []string, s string) bool {
-	i := sort.SearchStrings(list, s)
-	return i < len(list) && list[i] == s
 }

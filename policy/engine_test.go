@@ -291,19 +291,19 @@ func TestMalformedSenderGetsDefinedAnswer(t *testing.T) {
 
 func TestConnectStageFactsSurviveNewMessage(t *testing.T) {
 	checks := map[string]Check{"dnsbl": fakeConnect{&fake{name: "dnsbl", kind: KindAntispam, connect: func(s *Session) []Finding {
-		s.Set("dnsbl/allow", "yes")
+		s.Set(FactDNSWL, "yes")
 		return nil
 	}}}}
 	e, _ := mustEngine(t, "[checks.dnsbl]\n", checks)
 	s := newTestSession()
 	e.Connect(context.Background(), s)
 	e.Mail(context.Background(), s, "a@b.example", "")
-	s.Set("spf/result", "pass")
+	s.Set(FactSPFResult, "pass")
 	e.Mail(context.Background(), s, "a@b.example", "")
-	if s.Get("dnsbl/allow") != "yes" {
+	if s.Get(FactDNSWL) != "yes" {
 		t.Error("a connect-stage fact was lost at the next MAIL")
 	}
-	if s.Get("spf/result") != "" {
+	if s.Get(FactSPFResult) != "" {
 		t.Error("a message fact survived into the next message")
 	}
 }

@@ -24,6 +24,7 @@ var Order = []string{
 	"greylist",
 	"dkim",
 	"dmarc",
+	"attachments",
 	"clamd",
 	"spamd",
 	"dkimsign",

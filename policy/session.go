@@ -1,13 +1,13 @@
 package policy
 
 import (
-	"errors"
-	"fmt"
 	"io"
 	"net/netip"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/moatmail/moat/internal/addr"
 )
 
 // Session is what checks see of one SMTP session and of the message in progress. The milter fills it from
@@ -30,11 +30,15 @@ type Session struct {
 	TLS  TLSInfo
 	Auth AuthInfo
 
-	From     Address // envelope sender; From.Null() for the null sender <>
-	MailArgs string  // ESMTP arguments of MAIL FROM
+	From     addr.Address // envelope sender; From.Null() for the null sender <>
+	MailArgs string       // ESMTP arguments of MAIL FROM
 	Rcpts    []*Recipient
 
 	Headers []Header // the message header as received, in order
+
+	// ReadOnly asks stateful checks (greylisting) to decide without recording anything: `moat scan` judges a
+	// message without --update-state.
+	ReadOnly bool
 
 	mu       sync.Mutex
 	stage    Stage // the stage whose checks run now
@@ -44,11 +48,6 @@ type Session struct {
 	msgF     []Finding // findings of mail, data and end-of-message stages
 	streams  []streamEntry
 }
-
-// FactLocalSubmission is the connection fact ("yes") the milter sets when the MTA says the session has no
-// network client at all (Sendmail's local submission, family "unknown"). A session merely lacking a client
-// IP is not vouched for.
-const FactLocalSubmission = "client/local"
 
 // TLSInfo holds the MTA's TLS macros.
 type TLSInfo struct {
@@ -72,6 +71,13 @@ type AuthInfo struct {
 // Authenticated reports whether the client authenticated with SMTP AUTH.
 func (a AuthInfo) Authenticated() bool { return a.Authen != "" }
 
+// Trusted reports whether the client is vouched for: authenticated with SMTP AUTH, or in relay's trusted
+// networks (FactTrustedNetwork). Checks that judge only strangers' mail (SPF, DMARC, rDNS, DNSBL, greylisting)
+// skip trusted clients, and DKIM signs only their mail.
+func (s *Session) Trusted() bool {
+	return s.Auth.Authenticated() || s.Get(FactTrustedNetwork) == "yes"
+}
+
 // Header is one header field as received. Value is everything after the colon, leading space included.
 type Header struct {
 	Name  string
@@ -80,7 +86,7 @@ type Header struct {
 
 // Recipient is one RCPT TO of the current message with the findings and answer it got.
 type Recipient struct {
-	Addr     Address
+	Addr     addr.Address
 	Args     string
 	Findings []Finding
 	Decision Decision
@@ -88,6 +94,33 @@ type Recipient struct {
 
 // Accepted reports whether the recipient was accepted at RCPT time.
 func (r *Recipient) Accepted() bool { return r.Decision.Action.accepts() }
+
+// Refused reports whether the findings so far refuse the recipient: a refusal of its own (a check before the
+// caller in Order) or an anti-spam refusal of the message found before RCPT (DNSBL at connect, SPF at MAIL),
+// the same findings Engine.Rcpt hands the policy step. Dry-run verdicts never count. A check that keeps
+// state (greylisting) asks it so as not to record a recipient that is refused anyway.
+func (r *Recipient) Refused(s *Session) bool {
+	for _, f := range rcptFindings(s, r) {
+		if f.Verdict == Reject || f.Verdict == Tempfail {
+			return true
+		}
+	}
+	return false
+}
+
+// rcptFindings are the findings that decide a recipient: the anti-spam refusals of the message found before
+// RCPT, unless the recipient is white-listed, then the recipient's own.
+func rcptFindings(s *Session, r *Recipient) []Finding {
+	var out []Finding
+	if !s.Whitelisted(r) {
+		for _, f := range s.Findings() {
+			if f.Kind == KindAntispam && (f.Verdict == Reject || f.Verdict == Tempfail) {
+				out = append(out, f)
+			}
+		}
+	}
+	return append(out, r.Findings...)
+}
 
 // NewSession returns an empty session for a new connection.
 func NewSession() *Session {
@@ -102,7 +135,7 @@ func (s *Session) ResetMessage() {
 	s.stage = StageMail
 	s.QueueID = ""
 	s.Start = time.Now()
-	s.From = Address{}
+	s.From = addr.Address{}
 	s.MailArgs = ""
 	s.Rcpts = nil
 	s.Headers = nil
@@ -110,7 +143,7 @@ func (s *Session) ResetMessage() {
 	s.msgF = nil
 }
 
-// Set records a fact for later checks, named "check/fact" (e.g. "spf/result" = "pass"). Facts set at the
+// Set records a fact for later checks, named "check/fact" (e.g. FactSPFResult = "pass"). Facts set at the
 // connect and helo stages last for the connection; others last for the message.
 func (s *Session) Set(key, value string) {
 	s.mu.Lock()
@@ -237,150 +270,4 @@ type Message interface {
 	Open() io.Reader
 	// Size is the message size in bytes.
 	Size() int64
-}
-
-// Address is an envelope address as the MTA passed it (without angle brackets), split for checks. Local parts
-// keep their case; domains are lower-cased without a trailing dot.
-type Address struct {
-	Raw    string // as received
-	Route  string // source route ("@a,@b") when present, without the colon
-	Local  string // local part; quotes removed from a quoted-string local part
-	Domain string // lower case, no trailing dot; "[1.2.3.4]" for an address literal
-	Quoted bool   // the local part was a quoted string
-	null   bool
-}
-
-// Null reports whether this is the null reverse path <>.
-func (a Address) Null() bool { return a.null }
-
-// String returns the address as local@domain (or "<>" for the null sender).
-func (a Address) String() string {
-	if a.null {
-		return "<>"
-	}
-	if a.Domain == "" {
-		return a.Local
-	}
-	local := a.Local
-	if a.Quoted {
-		local = `"` + strings.ReplaceAll(strings.ReplaceAll(local, `\`, `\\`), `"`, `\"`) + `"`
-	}
-	return local + "@" + a.Domain
-}
-
-// ErrBadAddress is returned for an address that is not RFC 5321 syntax.
-var ErrBadAddress = errors.New("policy: malformed address")
-
-// ParseAddress splits an envelope address. It accepts what real MTAs pass on: an optional source route, a
-// dot-atom or quoted-string local part, and a domain, an address literal, or no domain at all (a local
-// user name, as Sendmail may pass). "" and "<>" give the null address.
-func ParseAddress(raw string) (Address, error) {
-	s := strings.TrimSpace(raw)
-	if strings.HasPrefix(s, "<") && strings.HasSuffix(s, ">") {
-		s = s[1 : len(s)-1]
-	}
-	a := Address{Raw: raw}
-	if s == "" {
-		a.null = true
-		return a, nil
-	}
-	if len(s) > 1024 {
-		return a, fmt.Errorf("%w: longer than 1024 bytes", ErrBadAddress)
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c == 0x7f {
-			return a, fmt.Errorf("%w: control character in %q", ErrBadAddress, raw)
-		}
-	}
-	// Source route: ../rfc/5321 section 4.1.2, "@one,@two:user@domain".
-	if strings.HasPrefix(s, "@") {
-		i := strings.IndexByte(s, ':')
-		if i < 0 {
-			return a, fmt.Errorf("%w: source route without ':' in %q", ErrBadAddress, raw)
-		}
-		a.Route, s = s[:i], s[i+1:]
-	}
-	local, domain, err := splitAddr(s)
-	if err != nil {
-		return a, fmt.Errorf("%w: %v in %q", ErrBadAddress, err, raw)
-	}
-	if strings.HasPrefix(local, `"`) {
-		if len(local) < 2 || !strings.HasSuffix(local, `"`) {
-			return a, fmt.Errorf("%w: text after the quoted local part in %q", ErrBadAddress, raw)
-		}
-		a.Quoted = true
-		local = unquote(local)
-	} else if i := strings.IndexFunc(local, func(c rune) bool { return !isAtext(c) && c != '.' }); i >= 0 {
-		return a, fmt.Errorf("%w: character %q not allowed in an unquoted local part in %q", ErrBadAddress, local[i], raw)
-	}
-	if local == "" {
-		return a, fmt.Errorf("%w: empty local part in %q", ErrBadAddress, raw)
-	}
-	a.Local = local
-	a.Domain = NormalizeDomain(domain)
-	if domain != "" && a.Domain == "" {
-		return a, fmt.Errorf("%w: empty domain in %q", ErrBadAddress, raw)
-	}
-	return a, nil
-}
-
-// isAtext reports whether c may appear in a dot-atom (../rfc/5322 section 3.2.3); non-ASCII is allowed for
-// SMTPUTF8 (../rfc/6531 section 3.3).
-func isAtext(c rune) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c >= 0x80 ||
-		strings.ContainsRune("!#$%&'*+-/=?^_`{|}~", c)
-}
-
-// NormalizeDomain lower-cases a domain and drops one trailing dot.
-func NormalizeDomain(d string) string {
-	return strings.ToLower(strings.TrimSuffix(d, "."))
-}
-
-// splitAddr splits at the last '@' outside a quoted string.
-func splitAddr(s string) (local, domain string, err error) {
-	inQuote, esc, at := false, false, -1
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case esc:
-			esc = false
-		case c == '\\' && inQuote:
-			esc = true
-		case c == '"':
-			inQuote = !inQuote
-		case c == '@' && !inQuote:
-			at = i
-		}
-	}
-	if inQuote {
-		return "", "", errors.New("unterminated quoted string")
-	}
-	if at < 0 {
-		return s, "", nil
-	}
-	local, domain = s[:at], s[at+1:]
-	if domain == "" {
-		return "", "", errors.New("empty domain")
-	}
-	if strings.ContainsAny(domain, " \t\"<>") {
-		return "", "", errors.New("invalid character in domain")
-	}
-	return local, domain, nil
-}
-
-func unquote(q string) string {
-	if len(q) >= 2 && q[0] == '"' && q[len(q)-1] == '"' {
-		q = q[1 : len(q)-1]
-	}
-	var b strings.Builder
-	esc := false
-	for i := 0; i < len(q); i++ {
-		if !esc && q[i] == '\\' {
-			esc = true
-			continue
-		}
-		esc = false
-		b.WriteByte(q[i])
-	}
-	return b.String()
 }

@@ -142,7 +142,7 @@ func TestSignAndVerify(t *testing.T) {
 					t.Errorf("Authentication-Results %q lacks %q", ar, want)
 				}
 			}
-			if got := s.Get(FactPassDomains); got != "example.test" {
+			if got := s.Get(policy.FactDKIMPassDomains); got != "example.test" {
 				t.Errorf("dkim/pass-domains = %q", got)
 			}
 		})
@@ -157,7 +157,7 @@ func TestSignAndVerify(t *testing.T) {
 		if out.Action != policy.ActAccept {
 			t.Errorf("a failing signature alone must not refuse: %+v", out.Decision)
 		}
-		if got := s.Get(FactPassDomains); got != "" {
+		if got := s.Get(policy.FactDKIMPassDomains); got != "" {
 			t.Errorf("dkim/pass-domains = %q, want empty", got)
 		}
 	})

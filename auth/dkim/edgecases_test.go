@@ -35,8 +35,8 @@ func TestSignFromInAnyCharset(t *testing.T) {
 			if ar := policytest.AuthResults(out); !strings.Contains(ar, "dkim=pass header.d=example.test") {
 				t.Errorf("Authentication-Results %q, want pass", ar)
 			}
-			if s.Get(FactPassDomains) != "example.test" {
-				t.Errorf("dkim/pass-domains = %q", s.Get(FactPassDomains))
+			if s.Get(policy.FactDKIMPassDomains) != "example.test" {
+				t.Errorf("dkim/pass-domains = %q", s.Get(policy.FactDKIMPassDomains))
 			}
 		})
 	}
@@ -59,8 +59,8 @@ func TestSignUnicodeDomain(t *testing.T) {
 	if ar := policytest.AuthResults(out); !strings.Contains(ar, "dkim=pass") {
 		t.Errorf("Authentication-Results %q, want pass", ar)
 	}
-	if s.Get(FactPassDomains) != "xn--bcher-kva.test" {
-		t.Errorf("dkim/pass-domains = %q", s.Get(FactPassDomains))
+	if s.Get(policy.FactDKIMPassDomains) != "xn--bcher-kva.test" {
+		t.Errorf("dkim/pass-domains = %q", s.Get(policy.FactDKIMPassDomains))
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/moatmail/moat/auth/resolver/dnstest"
+	"github.com/moatmail/moat/policy"
 	"github.com/moatmail/moat/policy/policytest"
 	"github.com/moatmail/moat/test/stack"
 )
@@ -80,7 +81,7 @@ func TestOpenDKIMSignatureVerifiedByMoat(t *testing.T) {
 	if !strings.Contains(ar, "dkim=permerror") || !strings.Contains(ar, "sha1") || !strings.Contains(ar, "header.s=od") {
 		t.Errorf("Authentication-Results %q, want permerror for rsa-sha1 (RFC 8301)", ar)
 	}
-	if got := s.Get(FactPassDomains); got != "" {
+	if got := s.Get(policy.FactDKIMPassDomains); got != "" {
 		t.Errorf("dkim/pass-domains = %q, want empty", got)
 	}
 	// The same key and message signed by moat with rsa-sha256 pass.

@@ -15,9 +15,9 @@ import (
 
 	msgdkim "github.com/emersion/go-msgauth/dkim"
 
-	"github.com/moatmail/moat/auth/internal/fromheader"
-	"github.com/moatmail/moat/auth/resolver"
 	"github.com/moatmail/moat/config"
+	"github.com/moatmail/moat/internal/addr"
+	"github.com/moatmail/moat/internal/fromheader"
 	"github.com/moatmail/moat/policy"
 )
 
@@ -46,7 +46,7 @@ type key struct {
 }
 
 // SignCheck is the dkimsign check: it signs mail from authenticated clients and clients in the trusted
-// networks ("relay/trusted") whose From: domain has a key, with relaxed/relaxed canonicalization and
+// networks (policy.FactTrustedNetwork) whose From: domain has a key, with relaxed/relaxed canonicalization and
 // SHA-256 (RSA or Ed25519, RFC 8463). Several keys for one domain (say RSA and Ed25519) give several
 // signatures. The DKIM-Signature fields go on top of the header.
 //
@@ -89,7 +89,7 @@ func setupSign(sec *config.Section, env *policy.Env) (policy.Check, error) {
 		if k.Domain == "" || k.Selector == "" || k.KeyFile == "" {
 			return nil, sec.Errorf(path, "domain, selector and key_file are required")
 		}
-		domain, err := resolver.ToASCII(k.Domain)
+		domain, err := addr.DomainASCII(k.Domain)
 		if err != nil {
 			return nil, sec.Errorf(path+".domain", "%v", err)
 		}
@@ -122,7 +122,7 @@ func FromDomain(s *policy.Session) (string, error) {
 
 // Message signs the message when the sender may and a key fits.
 func (c *SignCheck) Message(ctx context.Context, s *policy.Session, m policy.Message) []policy.Finding {
-	if !s.Auth.Authenticated() && s.Get("relay/trusted") != "yes" {
+	if !s.Trusted() {
 		return []policy.Finding{{Status: policy.StatusSkipped, Detail: "not an authenticated or trusted sender"}}
 	}
 	domain, err := FromDomain(s)

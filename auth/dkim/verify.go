@@ -9,7 +9,7 @@
 // memory meanwhile (up to max_buffer), and the keys are fetched through moat's resolver as soon as the
 // header block is complete. At most max_signatures signatures are verified (the library is unbounded by
 // default). Each signature gives one Authentication-Results entry with header.d, header.s and header.b
-// (RFC 8601 section 2.7.1, RFC 6008), and the fact "dkim/pass-domains" lists the d= domains that passed, for
+// (RFC 8601 section 2.7.1, RFC 6008), and the fact policy.FactDKIMPassDomains lists the d= domains that passed, for
 // DMARC. A failing signature alone never refuses mail: by default results are only recorded. The fail and
 // temperror actions apply only when no signature passed: RFC 6376 section 6.1 treats a signature that does
 // not verify as if it were absent, so a broken signature next to a good one changes nothing. The d= domains
@@ -38,9 +38,10 @@ import (
 	msgdkim "github.com/emersion/go-msgauth/dkim"
 
 	"github.com/moatmail/moat/auth/resolver"
-	"github.com/moatmail/moat/auth/resolver/action"
 	"github.com/moatmail/moat/config"
+	"github.com/moatmail/moat/internal/addr"
 	"github.com/moatmail/moat/policy"
+	"github.com/moatmail/moat/policy/action"
 )
 
 func init() {
@@ -52,9 +53,6 @@ func init() {
 // up. The verifier reads the body as soon as the keys are in, so this bounds only the part that arrives during
 // the lookup; a message that outruns it gets temperror (and the temperror action).
 const DefaultMaxBuffer = 4 << 20
-
-// FactPassDomains lists the d= domains of passing signatures, comma separated.
-const FactPassDomains = "dkim/pass-domains"
 
 type verifyCfg struct {
 	MaxSignatures int             `toml:"max_signatures"`
@@ -135,15 +133,6 @@ func parseTags(v string) map[string]string {
 	return out
 }
 
-// asciiDomain returns d= in A-label form, or lower case as written when it does not convert (it cannot pass
-// then: its key is not found).
-func asciiDomain(d string) string {
-	if a, err := resolver.ToASCII(d); err == nil {
-		return a
-	}
-	return strings.ToLower(d)
-}
-
 func signatures(s *policy.Session, max int) []sigInfo {
 	var out []sigInfo
 	for _, v := range s.HeaderValues("DKIM-Signature") {
@@ -155,7 +144,7 @@ func signatures(s *policy.Session, max int) []sigInfo {
 		if len(b) > 8 {
 			b = b[:8] // RFC 6008 section 4: enough of b= to tell signatures apart
 		}
-		out = append(out, sigInfo{d: asciiDomain(t["d"]), s: t["s"], b: b})
+		out = append(out, sigInfo{d: addr.Domain(t["d"]), s: t["s"], b: b})
 	}
 	return out
 }
@@ -235,18 +224,18 @@ func (st *stream) Finish(ctx context.Context) []policy.Finding {
 	var pass []string
 	for _, v := range st.verifs {
 		if v.Err == nil {
-			pass = append(pass, asciiDomain(v.Domain))
+			pass = append(pass, addr.Domain(v.Domain))
 		}
 	}
 	// ../rfc/6376 section 6.1: a signature that fails is as if absent; with one that passes, the others'
 	// failures are recorded but not acted on.
 	act := len(pass) == 0
 	for i, v := range st.verifs {
-		info := sigInfo{d: asciiDomain(v.Domain)}
+		info := sigInfo{d: addr.Domain(v.Domain)}
 		if i < len(st.sigs) {
 			info = st.sigs[i]
 			if v.Domain != "" {
-				info.d = asciiDomain(v.Domain)
+				info.d = addr.Domain(v.Domain)
 			}
 		}
 		status, why := policy.StatusPass, ""
@@ -269,7 +258,7 @@ func (st *stream) Finish(ctx context.Context) []policy.Finding {
 	if errors.Is(st.err, msgdkim.ErrTooManySignatures) && len(out) > 0 {
 		out[len(out)-1].Detail += fmt.Sprintf("; more than %d signatures, the rest ignored", st.c.maxSigs)
 	}
-	st.s.Set(FactPassDomains, strings.Join(dedupe(pass), ","))
+	st.s.Set(policy.FactDKIMPassDomains, strings.Join(dedupe(pass), ","))
 	return out
 }
 

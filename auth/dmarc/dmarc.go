@@ -3,7 +3,7 @@
 // The RFC5322.From domain (exactly one) is looked up at _dmarc.<domain>, then at the organizational domain
 // found with the public suffix list (RFC 7489 section 3.2 and 6.6.3). The identifiers are aligned with it,
 // relaxed or strict as the record says (section 3.1): the SPF result and domain of the "spf" check
-// ("spf/result", "spf/domain") and the passing DKIM domains of the "dkim" check ("dkim/pass-domains"). DMARC
+// (policy.FactSPFResult, policy.FactSPFDomain) and the passing DKIM domains of the "dkim" check (policy.FactDKIMPassDomains). DMARC
 // passes when either aligns.
 //
 // On failure the policy applies: p=, or sp= for a subdomain whose record came from the organizational
@@ -37,22 +37,17 @@ import (
 
 	"golang.org/x/net/publicsuffix"
 
-	"github.com/moatmail/moat/auth/internal/fromheader"
 	"github.com/moatmail/moat/auth/resolver"
-	"github.com/moatmail/moat/auth/resolver/action"
 	"github.com/moatmail/moat/config"
+	"github.com/moatmail/moat/internal/addr"
+	"github.com/moatmail/moat/internal/fromheader"
 	"github.com/moatmail/moat/policy"
+	"github.com/moatmail/moat/policy/action"
 )
 
 func init() {
 	policy.Register("dmarc", setup)
 }
-
-// Facts set for later checks.
-const (
-	FactResult = "dmarc/result" // pass, fail, none, temperror, permerror
-	FactPolicy = "dmarc/policy" // the disposition applied: none, quarantine, reject
-)
 
 type cfg struct {
 	ApplyPolicy  bool              `toml:"apply_policy"`
@@ -89,7 +84,7 @@ func setup(sec *config.Section, env *policy.Env) (policy.Check, error) {
 		if !ok {
 			return nil, sec.Errorf("override."+d, "want none, quarantine or reject")
 		}
-		ad, err := resolver.ToASCII(d)
+		ad, err := addr.DomainASCII(d)
 		if err != nil {
 			return nil, sec.Errorf("override."+d, "%v", err)
 		}
@@ -110,11 +105,7 @@ func (c *Check) Kind() policy.Kind { return policy.KindAntispam }
 // OrgDomain returns the organizational domain of d (RFC 7489 section 3.2): the public suffix plus one label,
 // or d itself when d is a public suffix or has a single label.
 func OrgDomain(d string) string {
-	if a, err := resolver.ToASCII(d); err == nil {
-		d = a
-	} else {
-		d = policy.NormalizeDomain(d)
-	}
+	d = addr.Domain(d)
 	org, err := publicsuffix.EffectiveTLDPlusOne(d)
 	if err != nil {
 		return d
@@ -125,8 +116,8 @@ func OrgDomain(d string) string {
 // Aligned reports whether an authenticated domain aligns with the From domain (RFC 7489 section 3.1).
 // Both are compared in A-label form; a domain that does not convert never aligns.
 func Aligned(id, from string, strict bool) bool {
-	id, err1 := resolver.ToASCII(id)
-	from, err2 := resolver.ToASCII(from)
+	id, err1 := addr.DomainASCII(id)
+	from, err2 := addr.DomainASCII(from)
 	if err1 != nil || err2 != nil || id == "" || from == "" {
 		return false
 	}
@@ -143,7 +134,7 @@ func Aligned(id, from string, strict bool) bool {
 // ../rfc/7489 section 6.6.3: the organizational domain is asked only when the From domain has no DMARC
 // record; several records at the From domain end the discovery there, without policy (step 5).
 func Lookup(ctx context.Context, res *resolver.Resolver, from string) (*Record, string, error) {
-	from, err := resolver.ToASCII(from)
+	from, err := addr.DomainASCII(from)
 	if err != nil {
 		return nil, "", err
 	}
@@ -190,12 +181,12 @@ func fromDomain(s *policy.Session) (string, error) {
 
 // Message evaluates DMARC for the message.
 func (c *Check) Message(ctx context.Context, s *policy.Session, m policy.Message) []policy.Finding {
-	if s.Auth.Authenticated() || s.Get("relay/trusted") == "yes" {
+	if s.Trusted() {
 		return []policy.Finding{{Status: policy.StatusSkipped, Detail: "authenticated or trusted sender"}}
 	}
 	from, err := fromDomain(s)
 	if err != nil {
-		s.Set(FactResult, string(policy.StatusPermError))
+		s.Set(policy.FactDMARCResult, string(policy.StatusPermError))
 		f := policy.Finding{Status: policy.StatusPermError, Reason: "dmarc-bad-from", Detail: err.Error(),
 			AuthResult: &policy.AuthResult{Method: "dmarc", Result: "permerror", Reason: err.Error()}}
 		c.multipleFrom.Apply(&f, policy.Reply{Code: 550, Enhanced: "5.7.1",
@@ -205,7 +196,7 @@ func (c *Check) Message(ctx context.Context, s *policy.Session, m policy.Message
 	ar := &policy.AuthResult{Method: "dmarc", Props: []policy.Prop{{Type: "header", Property: "from", Value: from}}}
 	rec, recDomain, err := Lookup(ctx, c.res, from)
 	if err != nil {
-		s.Set(FactResult, string(policy.StatusTempError))
+		s.Set(policy.FactDMARCResult, string(policy.StatusTempError))
 		ar.Result = "temperror"
 		f := policy.Finding{Status: policy.StatusTempError, Reason: "dmarc-temperror", Err: err, AuthResult: ar,
 			Detail: "record lookup for " + from + " failed"}
@@ -214,15 +205,15 @@ func (c *Check) Message(ctx context.Context, s *policy.Session, m policy.Message
 		return []policy.Finding{f}
 	}
 	if rec == nil {
-		s.Set(FactResult, "none")
+		s.Set(policy.FactDMARCResult, "none")
 		ar.Result = "none"
 		return []policy.Finding{{Status: policy.StatusNone, AuthResult: ar, Detail: "no DMARC record for " + from}}
 	}
 
-	spfOK := s.Get("spf/result") == "pass" && Aligned(s.Get("spf/domain"), from, rec.StrictSPF)
+	spfOK := s.Get(policy.FactSPFResult) == "pass" && Aligned(s.Get(policy.FactSPFDomain), from, rec.StrictSPF)
 	var dkimOK bool
 	var dkimDomain string
-	for _, d := range strings.Split(s.Get("dkim/pass-domains"), ",") {
+	for _, d := range strings.Split(s.Get(policy.FactDKIMPassDomains), ",") {
 		if Aligned(d, from, rec.StrictDKIM) {
 			dkimOK, dkimDomain = true, d
 			break
@@ -234,17 +225,17 @@ func (c *Check) Message(ctx context.Context, s *policy.Session, m policy.Message
 	}
 	detail := fmt.Sprintf("from %s, record at %s: p=%s", from, recDomain, pol)
 	if spfOK || dkimOK {
-		s.Set(FactResult, "pass")
-		s.Set(FactPolicy, string(PolicyNone))
+		s.Set(policy.FactDMARCResult, "pass")
+		s.Set(policy.FactDMARCPolicy, string(PolicyNone))
 		ar.Result = "pass"
-		how := "spf " + s.Get("spf/domain")
+		how := "spf " + s.Get(policy.FactSPFDomain)
 		if dkimOK {
 			how = "dkim " + dkimDomain
 		}
 		return []policy.Finding{{Status: policy.StatusPass, AuthResult: ar, Detail: detail + ", aligned " + how}}
 	}
 	ar.Result = "fail"
-	s.Set(FactResult, "fail")
+	s.Set(policy.FactDMARCResult, "fail")
 	applied := pol
 	if rec.Percent < 100 && c.sample() >= rec.Percent {
 		// ../rfc/7489 section 6.6.4: outside the pct sample, apply the next less strict policy.
@@ -267,7 +258,7 @@ func (c *Check) Message(ctx context.Context, s *policy.Session, m policy.Message
 		applied = PolicyNone
 		detail += ", apply_policy off"
 	}
-	s.Set(FactPolicy, string(applied))
+	s.Set(policy.FactDMARCPolicy, string(applied))
 	f := policy.Finding{Status: policy.StatusFail, Reason: "dmarc-fail", AuthResult: ar, Detail: detail,
 		Tests: []string{"DMARC_FAIL_" + strings.ToUpper(string(pol))}}
 	switch applied {

@@ -37,9 +37,9 @@ func evaluate(t *testing.T, e *policy.Engine, in input) (policy.Outcome, *policy
 	e.Helo(ctx, s)
 	e.Mail(ctx, s, "x@"+in.spfDomain, "")
 	e.Rcpt(ctx, s, "bob@dest.test", "")
-	s.Set("spf/result", in.spfResult)
-	s.Set("spf/domain", in.spfDomain)
-	s.Set("dkim/pass-domains", in.dkimPasses)
+	s.Set(policy.FactSPFResult, in.spfResult)
+	s.Set(policy.FactSPFDomain, in.spfDomain)
+	s.Set(policy.FactDKIMPassDomains, in.dkimPasses)
 	for _, f := range in.from {
 		s.Headers = append(s.Headers, policy.Header{Name: "From", Value: " " + f})
 	}
@@ -107,7 +107,7 @@ func TestDMARC(t *testing.T) {
 			if out.Action != tc.want {
 				t.Fatalf("action %v (%s), want %v; findings %+v", out.Action, out.Reply, tc.want, s.Findings())
 			}
-			if got := s.Get(FactResult); got != tc.result {
+			if got := s.Get(policy.FactDMARCResult); got != tc.result {
 				t.Errorf("dmarc/result = %q, want %q", got, tc.result)
 			}
 			if tc.reply != "" && !strings.Contains(out.Reply.String(), tc.reply) {
@@ -127,8 +127,8 @@ func TestApplyPolicyOff(t *testing.T) {
 	srv := dnstest.Start(t, `_dmarc.example.test. TXT "v=DMARC1; p=reject"`)
 	e := engine(t, srv, "apply_policy = false\n")
 	out, s := evaluate(t, e, input{from: []string{"a@example.test"}, spfResult: "fail", spfDomain: "example.test"})
-	if out.Action != policy.ActAccept || s.Get(FactResult) != "fail" || s.Get(FactPolicy) != "none" {
-		t.Errorf("action %v result %q policy %q; want accept, fail, none", out.Action, s.Get(FactResult), s.Get(FactPolicy))
+	if out.Action != policy.ActAccept || s.Get(policy.FactDMARCResult) != "fail" || s.Get(policy.FactDMARCPolicy) != "none" {
+		t.Errorf("action %v result %q policy %q; want accept, fail, none", out.Action, s.Get(policy.FactDMARCResult), s.Get(policy.FactDMARCPolicy))
 	}
 }
 

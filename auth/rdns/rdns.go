@@ -9,7 +9,7 @@
 // HELO; the actions apply at MAIL, once moat knows whether the client authenticated (authenticated and
 // trusted clients are exempt), and rejections wait for RCPT so that white lists win.
 //
-// The fact "rdns/fcrdns" is "pass" or "fail" for later checks; "iprev" goes into Authentication-Results.
+// The fact policy.FactFCrDNS is "pass" or "fail" for later checks; "iprev" goes into Authentication-Results.
 //
 // # Configuration
 //
@@ -36,9 +36,10 @@ import (
 	"sync"
 
 	"github.com/moatmail/moat/auth/resolver"
-	"github.com/moatmail/moat/auth/resolver/action"
 	"github.com/moatmail/moat/config"
+	"github.com/moatmail/moat/internal/addr"
 	"github.com/moatmail/moat/policy"
+	"github.com/moatmail/moat/policy/action"
 )
 
 func init() {
@@ -59,11 +60,10 @@ const (
 
 // Facts.
 const (
-	FactFCrDNS  = "rdns/fcrdns" // "pass" or "fail"
-	factNames   = "rdns/names"  // confirmed PTR names, comma separated
-	factConn    = "rdns/conn"   // reasons found at connect
-	factHelo    = "rdns/helo"   // reasons found at HELO
-	maxPTRNames = 10            // PTR names checked at most (RFC 8601 section 2.7.3 leaves it open; mox uses 10)
+	factNames   = "rdns/names" // confirmed PTR names, comma separated
+	factConn    = "rdns/conn"  // reasons found at connect
+	factHelo    = "rdns/helo"  // reasons found at HELO
+	maxPTRNames = 10           // PTR names checked at most (RFC 8601 section 2.7.3 leaves it open; mox uses 10)
 )
 
 var defaultWords = []string{"dsl", "adsl", "xdsl", "vdsl", "dyn", "dynamic", "dynip", "pool", "dhcp", "dialup",
@@ -115,7 +115,7 @@ func setup(sec *config.Section, env *policy.Env) (policy.Check, error) {
 		ch.actions[r.reason] = a
 	}
 	for _, n := range c.OurNames {
-		ch.names[asciiOr(n)] = true
+		ch.names[addr.Domain(n)] = true
 	}
 	for i, a := range c.OurAddresses {
 		ip, err := netip.ParseAddr(a)
@@ -163,7 +163,7 @@ func Lookup(ctx context.Context, res *resolver.Resolver, ip netip.Addr) Result {
 		names = names[:maxPTRNames]
 	}
 	for i := range names {
-		names[i] = policy.NormalizeDomain(names[i])
+		names[i] = addr.Domain(names[i])
 	}
 	r.PTR = names
 	confirmed := make([]bool, len(names))
@@ -216,14 +216,14 @@ func (c *Check) Connect(ctx context.Context, s *policy.Session) []policy.Finding
 	var reasons []string
 	switch r.Status {
 	case policy.StatusPass:
-		s.Set(FactFCrDNS, "pass")
+		s.Set(policy.FactFCrDNS, "pass")
 		f.Detail = "FCrDNS pass: " + strings.Join(r.Confirmed, ",")
 	case policy.StatusFail:
-		s.Set(FactFCrDNS, "fail")
+		s.Set(policy.FactFCrDNS, "fail")
 		f.Detail = "no PTR name resolves back: " + strings.Join(r.PTR, ",")
 		reasons = append(reasons, ReasonFCrDNSFail)
 	case policy.StatusPermError:
-		s.Set(FactFCrDNS, "fail")
+		s.Set(policy.FactFCrDNS, "fail")
 		f.Detail = "no PTR record"
 		reasons = append(reasons, ReasonNoPTR)
 	case policy.StatusTempError:
@@ -269,7 +269,7 @@ func (c *Check) heloReasons(ctx context.Context, s *policy.Session) (reasons []s
 		}
 		return nil, ""
 	}
-	name := asciiOr(h) // one spelling for U-labels and A-labels, so "claims our name" sees through either
+	name := addr.Domain(h) // one spelling for U-labels and A-labels, so "claims our name" sees through either
 	if name == "" {
 		return []string{ReasonHeloNoResolve}, "empty"
 	}
@@ -319,7 +319,7 @@ func (c *Check) Mail(ctx context.Context, s *policy.Session) []policy.Finding {
 	if len(reasons) == 0 {
 		return []policy.Finding{{Status: policy.StatusPass}}
 	}
-	if s.Auth.Authenticated() || s.Get("relay/trusted") == "yes" {
+	if s.Trusted() {
 		return []policy.Finding{{Status: policy.StatusSkipped, Detail: "authenticated or trusted client: " + strings.Join(reasons, ",")}}
 	}
 	var out []policy.Finding
@@ -438,12 +438,4 @@ func errString(err error) string {
 		return ""
 	}
 	return err.Error()
-}
-
-// asciiOr returns d in A-label form, or only normalized when it does not convert.
-func asciiOr(d string) string {
-	if a, err := resolver.ToASCII(d); err == nil {
-		return a
-	}
-	return policy.NormalizeDomain(d)
 }

@@ -100,7 +100,7 @@ our_addresses = ["203.0.113.25"]
 			if tc.reply != "" && !strings.Contains(d.Reply.String(), tc.reply) {
 				t.Errorf("reply %q, want %q", d.Reply, tc.reply)
 			}
-			if got := s.Get(FactFCrDNS); tc.fact != "" && got != tc.fact {
+			if got := s.Get(policy.FactFCrDNS); tc.fact != "" && got != tc.fact {
 				t.Errorf("rdns/fcrdns = %q, want %q", got, tc.fact)
 			}
 			if d.Action != policy.ActContinue {

@@ -126,27 +126,3 @@ func TestUnicodeNamesAskedAsALabels(t *testing.T) {
 		t.Errorf("a name that does not convert was looked up")
 	}
 }
-
-func TestToASCII(t *testing.T) {
-	tests := []struct{ in, want, err string }{
-		{"Example.ORG.", "example.org", ""},
-		{"bücher.example", "xn--bcher-kva.example", ""},
-		{"BÜCHER.example", "xn--bcher-kva.example", ""},
-		{"xn--bcher-kva.example", "xn--bcher-kva.example", ""},
-		{"例え.テスト", "xn--r8jz45g.xn--zckzah", ""},
-		{"", "", "empty"},
-		{"a\u0301\u200d.example", "", "not a valid"},
-	}
-	for _, tc := range tests {
-		got, err := ToASCII(tc.in)
-		if tc.err != "" {
-			if err == nil || !strings.Contains(err.Error(), tc.err) {
-				t.Errorf("ToASCII(%q) = %q, %v; want error %q", tc.in, got, err, tc.err)
-			}
-			continue
-		}
-		if err != nil || got != tc.want {
-			t.Errorf("ToASCII(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
-		}
-	}
-}

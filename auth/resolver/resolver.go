@@ -13,7 +13,7 @@
 // understand OPT) is asked again without it.
 //
 // Names are asked in ASCII: a label in Unicode (a U-label) is converted to its A-label (RFC 5891) before
-// the query; checks convert the domains they compare themselves with [ToASCII].
+// the query; checks convert the domains they compare themselves with addr.DomainASCII.
 //
 // # Errors
 //
@@ -48,6 +48,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/moatmail/moat/config"
+	"github.com/moatmail/moat/internal/addr"
 	"github.com/moatmail/moat/policy"
 )
 
@@ -315,9 +316,9 @@ func (r *Resolver) CacheUsage() (entries int, bytes int64) {
 // NOERROR or NXDOMAIN (see Answer.Rcode); other outcomes are a *net.DNSError with IsTemporary set.
 func (r *Resolver) Query(ctx context.Context, name string, qtype uint16) (*Answer, error) {
 	r.lookups.Add(1)
-	an := asciiName(name)
+	an, ascii := addr.ASCIILabels(name)
 	fq, ok := wireName(an)
-	if !ok || !isASCII(an) {
+	if !ok || !ascii {
 		return nil, &net.DNSError{Err: "invalid domain name", Name: name, IsNotFound: true}
 	}
 	key := cacheKey{fq, qtype}

@@ -7,7 +7,7 @@
 // and has an action of its own (helo_fail). Authenticated clients and clients in the trusted networks are
 // not checked.
 //
-// The facts "spf/result" (the RFC word) and "spf/domain" (the domain checked) are set for DMARC and
+// The facts policy.FactSPFResult (the RFC word) and policy.FactSPFDomain (the domain checked) are set for DMARC and
 // greylisting. Each result has an action: by default fail is refused with 550 5.7.23 (RFC 7372 section
 // 3.2), temperror is tempfailed with 451 4.7.24, softfail scores, the rest is recorded. Rejections wait for
 // RCPT so that white lists win.
@@ -35,20 +35,15 @@ import (
 	libspf "blitiri.com.ar/go/spf"
 
 	"github.com/moatmail/moat/auth/resolver"
-	"github.com/moatmail/moat/auth/resolver/action"
 	"github.com/moatmail/moat/config"
+	"github.com/moatmail/moat/internal/addr"
 	"github.com/moatmail/moat/policy"
+	"github.com/moatmail/moat/policy/action"
 )
 
 func init() {
 	policy.Register("spf", setup)
 }
-
-// Facts set for later checks.
-const (
-	FactResult = "spf/result"
-	FactDomain = "spf/domain"
-)
 
 type cfg struct {
 	Pass      string `toml:"pass"`
@@ -117,18 +112,18 @@ func CheckHost(ctx context.Context, res *resolver.Resolver, ip netip.Addr, helo,
 
 // Mail checks the MAIL FROM and HELO identities.
 func (c *Check) Mail(ctx context.Context, s *policy.Session) []policy.Finding {
-	if s.Auth.Authenticated() || s.Get("relay/trusted") == "yes" {
+	if s.Trusted() {
 		return []policy.Finding{{Status: policy.StatusSkipped, Detail: "authenticated or trusted client"}}
 	}
 	if !s.ClientIP.IsValid() {
 		return []policy.Finding{{Status: policy.StatusSkipped, Detail: "no client address"}}
 	}
-	helo := policy.NormalizeDomain(strings.TrimSpace(s.Helo))
+	helo := addr.Domain(strings.TrimSpace(s.Helo))
 	heloIsName := helo != "" && !strings.HasPrefix(helo, "[") && !isIP(helo)
 	var heloIDNErr error
 	if heloIsName {
 		// Domains are checked in A-label form (RFC 5890); one that does not convert is a permerror.
-		if a, err := resolver.ToASCII(helo); err != nil {
+		if a, err := addr.DomainASCII(helo); err != nil {
 			heloIDNErr = err
 		} else {
 			helo = a
@@ -166,14 +161,14 @@ func (c *Check) Mail(ctx context.Context, s *policy.Session) []policy.Finding {
 	default:
 		identity = s.From.String()
 		prop = policy.Prop{Type: "smtp", Property: "mailfrom", Value: identity}
-		if domain, err = resolver.ToASCII(s.From.Domain); err != nil {
+		if domain, err = addr.DomainASCII(s.From.Domain); err != nil {
 			res, domain = libspf.PermError, s.From.Domain
 			break
 		}
 		res, err = CheckHost(ctx, c.res, s.ClientIP, helo, identity[:strings.LastIndexByte(identity, '@')+1]+domain)
 	}
-	s.Set(FactResult, string(res))
-	s.Set(FactDomain, domain)
+	s.Set(policy.FactSPFResult, string(res))
+	s.Set(policy.FactSPFDomain, domain)
 
 	f := policy.Finding{Status: policy.Status(res), Reason: "spf-" + string(res), Err: errorOf(res, err),
 		Detail:     fmt.Sprintf("%s for %s from %s", res, identity, s.ClientIP),

@@ -70,16 +70,16 @@ func TestSPF(t *testing.T) {
 			}
 			e.Connect(ctx, s)
 			if tc.trusted {
-				s.Set("relay/trusted", "yes")
+				s.Set(policy.FactTrustedNetwork, "yes")
 			}
 			e.Helo(ctx, s)
 			if d := e.Mail(ctx, s, tc.from, ""); d.Action != policy.ActContinue {
 				t.Fatalf("MAIL answered %+v: rejections must wait for RCPT", d)
 			}
-			if got := s.Get(FactResult); got != tc.result {
+			if got := s.Get(policy.FactSPFResult); got != tc.result {
 				t.Errorf("spf/result = %q, want %q", got, tc.result)
 			}
-			if got := s.Get(FactDomain); got != tc.domain {
+			if got := s.Get(policy.FactSPFDomain); got != tc.domain {
 				t.Errorf("spf/domain = %q, want %q", got, tc.domain)
 			}
 			_, d := e.Rcpt(ctx, s, "b@dest.test", "")
@@ -146,8 +146,8 @@ func TestErrOnlyForErrors(t *testing.T) {
 			e.Connect(ctx, s)
 			e.Helo(ctx, s)
 			e.Mail(ctx, s, tc.from, "")
-			if s.Get(FactResult) != tc.result {
-				t.Fatalf("spf/result = %q, want %q", s.Get(FactResult), tc.result)
+			if s.Get(policy.FactSPFResult) != tc.result {
+				t.Fatalf("spf/result = %q, want %q", s.Get(policy.FactSPFResult), tc.result)
 			}
 			var seen int
 			for _, f := range s.Findings() {
@@ -188,8 +188,8 @@ func TestUnicodeDomains(t *testing.T) {
 			e.Connect(ctx, s)
 			e.Helo(ctx, s)
 			e.Mail(ctx, s, tc.from, "")
-			if s.Get(FactResult) != tc.result || s.Get(FactDomain) != tc.domain {
-				t.Fatalf("spf/result %q spf/domain %q, want %q %q; findings %+v", s.Get(FactResult), s.Get(FactDomain),
+			if s.Get(policy.FactSPFResult) != tc.result || s.Get(policy.FactSPFDomain) != tc.domain {
+				t.Fatalf("spf/result %q spf/domain %q, want %q %q; findings %+v", s.Get(policy.FactSPFResult), s.Get(policy.FactSPFDomain),
 					tc.result, tc.domain, s.Findings())
 			}
 			if tc.helo2 == "" {

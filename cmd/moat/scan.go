@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -15,7 +14,6 @@ import (
 	"strings"
 
 	"github.com/moatmail/moat/policy"
-	"github.com/moatmail/moat/scanners/spool"
 )
 
 // scanReport is what `moat scan` prints: moat's equivalent of rspamc's output.
@@ -131,22 +129,19 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// scan runs one transaction through the engine as the milter would, stage by stage, stopping at the first
-// answer that ends it.
+// scan runs one transaction through a policy.Transaction, stage by stage as the milter does, stopping at the
+// first answer that ends it.
 func scan(ctx context.Context, eng *policy.Engine, in scanInput) (*scanReport, error) {
 	raw, err := io.ReadAll(in.Message)
 	if err != nil {
 		return nil, fmt.Errorf("read message: %w", err)
 	}
-	msg := normalizeCRLF(raw)
-	headers, err := parseHeaderBlock(msg)
+	headers, body, err := policy.ParseHeaderBlock(normalizeCRLF(raw))
 	if err != nil {
 		return nil, err
 	}
 	s := policy.NewSession()
-	if !in.UpdateState {
-		s.Set("moat/dry-state", "yes")
-	}
+	s.ReadOnly = !in.UpdateState
 	if in.Local {
 		in.IP = ""
 		s.Set(policy.FactLocalSubmission, "yes")
@@ -188,24 +183,26 @@ func scan(ctx context.Context, eng *policy.Engine, in scanInput) (*scanReport, e
 	}
 
 	rep := &scanReport{ClientIP: in.IP}
+	// The same Transaction as the milter's, fed from the flags and the message file.
+	tx := policy.NewTransaction(eng, s, policy.SpoolSettings{Memory: 1 << 20})
+	defer tx.Abort()
 	done := func(stage policy.Stage, d policy.Decision) (*scanReport, error) {
 		rep.fill(s, stage, d, 0)
-		eng.Abort(s)
 		return rep, nil
 	}
 	s.Helo = in.Helo
-	if d := eng.Connect(ctx, s); d.Action != policy.ActContinue {
+	if d := tx.Connect(ctx); d.Action != policy.ActContinue {
 		return done(policy.StageConnect, d)
 	}
-	if d := eng.Helo(ctx, s); d.Action != policy.ActContinue {
+	if d := tx.Helo(ctx); d.Action != policy.ActContinue {
 		return done(policy.StageHelo, d)
 	}
-	if d := eng.Mail(ctx, s, from, ""); d.Action != policy.ActContinue {
+	if d := tx.Mail(ctx, policy.MailCommand{From: from}); d.Action != policy.ActContinue {
 		return done(policy.StageMail, d)
 	}
 	var last policy.Decision
 	for _, rc := range rcpts {
-		_, d := eng.Rcpt(ctx, s, rc, "")
+		d := tx.Rcpt(ctx, rc, "")
 		last = d
 		if d.Action == policy.ActDiscard {
 			return done(policy.StageRcpt, d)
@@ -214,18 +211,14 @@ func scan(ctx context.Context, eng *policy.Engine, in scanInput) (*scanReport, e
 	if len(s.AcceptedRcpts()) == 0 {
 		return done(policy.StageRcpt, last)
 	}
-	s.Headers = headers
-	if d := eng.Headers(ctx, s); d.Action != policy.ActContinue {
+	for _, h := range headers {
+		tx.Header(h.Name, h.Value)
+	}
+	if d := tx.EndHeaders(ctx); d.Action != policy.ActContinue {
 		return done(policy.StageHeaders, d)
 	}
-	sp := spool.New("", 1<<20)
-	defer sp.Close()
-	if _, err := sp.Write(msg); err != nil {
-		eng.Abort(s)
-		return nil, err
-	}
-	eng.WriteBody(s, msg)
-	out := eng.EOM(ctx, s, sp)
+	tx.Body(body)
+	out := tx.EOM(ctx)
 	rep.fill(s, policy.StageEOM, out.Decision, out.Score)
 	for _, h := range out.InsertHeaders {
 		rep.HeadersAdded = append(rep.HeadersAdded, scanHeader{Name: h.Name, Value: strings.TrimPrefix(h.Value, " ")})
@@ -302,45 +295,6 @@ func (rep *scanReport) fill(s *policy.Session, stage policy.Stage, d policy.Deci
 func normalizeCRLF(b []byte) []byte {
 	b = bytes.ReplaceAll(b, []byte("\r\n"), []byte("\n"))
 	return bytes.ReplaceAll(b, []byte("\n"), []byte("\r\n"))
-}
-
-// parseHeaderBlock splits the header block into fields as the milter receives them: the name, and the value
-// after the colon with its leading space and folding kept.
-func parseHeaderBlock(msg []byte) ([]policy.Header, error) {
-	var out []policy.Header
-	sc := bufio.NewScanner(bytes.NewReader(msg))
-	sc.Buffer(make([]byte, 64*1024), 4<<20)
-	sc.Split(scanCRLFLines)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" {
-			break
-		}
-		if (line[0] == ' ' || line[0] == '\t') && len(out) > 0 {
-			out[len(out)-1].Value += "\r\n" + line
-			continue
-		}
-		name, value, ok := strings.Cut(line, ":")
-		if !ok || name == "" || strings.ContainsAny(name, " \t") {
-			// A broken header line: the MTA would have ended the header block here and passed the rest as body.
-			break
-		}
-		out = append(out, policy.Header{Name: name, Value: value})
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("read header: %w", err)
-	}
-	return out, nil
-}
-
-func scanCRLFLines(data []byte, atEOF bool) (int, []byte, error) {
-	if i := bytes.Index(data, []byte("\r\n")); i >= 0 {
-		return i + 2, data[:i], nil
-	}
-	if atEOF && len(data) > 0 {
-		return len(data), data, nil
-	}
-	return 0, nil, nil
 }
 
 func headerValue(hs []policy.Header, name string) string {

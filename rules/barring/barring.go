@@ -38,8 +38,10 @@ import (
 	"strings"
 
 	"github.com/moatmail/moat/config"
+	"github.com/moatmail/moat/internal/addr"
+	"github.com/moatmail/moat/internal/lists"
+	"github.com/moatmail/moat/internal/wildcard"
 	"github.com/moatmail/moat/policy"
-	"github.com/moatmail/moat/rules/relay"
 )
 
 // Name is the check's registered name.
@@ -70,7 +72,7 @@ func DefaultConfig() Config {
 
 // Check is the barring check.
 type Check struct {
-	senders, recipients  *List
+	senders, recipients  *wildcard.List
 	senderText, rcptText string
 }
 
@@ -103,14 +105,14 @@ func New(sec *config.Section, cfg Config) (*Check, error) {
 	return c, nil
 }
 
-func load(sec *config.Section, key string, inline []string, fileKey, file string) (*List, error) {
-	l := &List{}
-	err := relay.ParseLists(sec, key, inline, fileKey, file, func(lines []config.ListLine) error {
-		more, err := ParseList(lines)
+func load(sec *config.Section, key string, inline []string, fileKey, file string) (*wildcard.List, error) {
+	l := &wildcard.List{}
+	err := lists.Load(sec, key, inline, fileKey, file, func(lines []config.ListLine) error {
+		more, err := wildcard.ParseList(lines)
 		if err != nil {
 			return err
 		}
-		l.rules = append(l.rules, more.rules...)
+		l.Append(more)
 		return nil
 	})
 	return l, err
@@ -132,12 +134,12 @@ func (c *Check) Rcpt(_ context.Context, _ *policy.Session, r *policy.Recipient) 
 	return decide(c.recipients, r.Addr, c.rcptText, "barred-recipient")
 }
 
-func decide(l *List, a policy.Address, text, reason string) []policy.Finding {
+func decide(l *wildcard.List, a addr.Address, text, reason string) []policy.Finding {
 	if l.Len() == 0 {
 		return nil
 	}
-	subject := SubjectOf(a)
-	barred, rule := l.Match(NewSubject(subject))
+	subject := wildcard.SubjectOf(a)
+	barred, rule := l.Match(wildcard.NewSubject(subject))
 	switch {
 	case rule == nil:
 		return []policy.Finding{{Status: policy.StatusNone}}

@@ -6,9 +6,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/moatmail/moat/internal/wildcard"
 	"github.com/moatmail/moat/policy"
 	"github.com/moatmail/moat/policy/policytest"
-	"github.com/moatmail/moat/rules/barring"
 )
 
 // TestInternationalDomains: barring compares domains in the form relay and senderlists do (A-labels), so a
@@ -36,11 +36,11 @@ func TestInternationalDomains(t *testing.T) {
 		}
 	}
 	// An international label with wildcards has no A-label form.
-	if _, err := barring.Compile("*@bü*.example"); !errors.Is(err, barring.ErrBadPattern) {
-		t.Errorf("Compile(*@bü*.example) = %v, want ErrBadPattern", err)
+	if _, err := wildcard.Compile("*@bü*.example"); !errors.Is(err, wildcard.ErrBadPattern) {
+		t.Errorf("wildcard.Compile(*@bü*.example) = %v, want wildcard.ErrBadPattern", err)
 	}
 	// Local parts are left alone.
-	if !barring.MustCompile("jürgen@*").Match("JÜRGEN@example.com") {
+	if !wildcard.MustCompile("jürgen@*").Match("JÜRGEN@example.com") {
 		t.Error("international local part no longer matches")
 	}
 }

@@ -6,7 +6,7 @@
 // syntax: "zen.example=127.0.0.[2..11]*3". Allow lists have negative weights. The weights of the lists that
 // list the client, its HELO domain and its sender domain add up; at or above the threshold the message is
 // refused (554 5.7.1) at RCPT, after the white lists had their say and only for clients that are neither
-// authenticated nor in the trusted networks. At or below allow_threshold the fact "dnsbl/allow"="yes" is set
+// authenticated nor in the trusted networks. At or below allow_threshold the fact policy.FactDNSWL="yes" is set
 // for later checks (greylisting).
 //
 // Queries to all IP lists run in parallel at connect, the HELO lists at HELO, the sender lists at MAIL. The
@@ -23,7 +23,7 @@
 //
 //	[checks.dnsbl]
 //	threshold = 3               # total weight that refuses
-//	allow_threshold = -1        # total weight at or below which "dnsbl/allow" is set
+//	allow_threshold = -1        # total weight at or below which policy.FactDNSWL is set
 //	score_factor = 0            # spam score added per unit of weight (0: none)
 //
 //	[[checks.dnsbl.lists]]
@@ -47,6 +47,7 @@ import (
 
 	"github.com/moatmail/moat/auth/resolver"
 	"github.com/moatmail/moat/config"
+	"github.com/moatmail/moat/internal/addr"
 	"github.com/moatmail/moat/policy"
 )
 
@@ -62,9 +63,8 @@ const (
 
 // Facts set for later checks.
 const (
-	FactAllow = "dnsbl/allow"
-	factIP    = "dnsbl/ip"   // "weight|zone1,zone2"
-	factHelo  = "dnsbl/helo" // same, for the HELO lists
+	factIP   = "dnsbl/ip"   // "weight|zone1,zone2"
+	factHelo = "dnsbl/helo" // same, for the HELO lists
 )
 
 type listType int
@@ -157,7 +157,7 @@ func setup(sec *config.Section, env *policy.Env) (policy.Check, error) {
 		if _, ok := dns.IsDomainName(zone); !ok || zone == "" {
 			return nil, sec.Errorf(key+".zone", "%q is not a domain name", zone)
 		}
-		if zone, err = resolver.ToASCII(zone); err != nil {
+		if zone, err = addr.DomainASCII(zone); err != nil {
 			return nil, sec.Errorf(key+".zone", "%v", err)
 		}
 		if lc.Codes != "" {
@@ -239,14 +239,14 @@ func (c *Check) Connect(ctx context.Context, s *policy.Session) []policy.Finding
 	r := c.query(ctx, typeIP, q)
 	s.Set(factIP, encodeFact(r))
 	if r.weight <= c.c.AllowThreshold && len(r.hits) > 0 {
-		s.Set(FactAllow, "yes")
+		s.Set(policy.FactDNSWL, "yes")
 	}
 	return []policy.Finding{c.finding(r, "client "+s.ClientIP.String())}
 }
 
 // Helo queries the HELO lists about the HELO domain.
 func (c *Check) Helo(ctx context.Context, s *policy.Session) []policy.Finding {
-	d := policy.NormalizeDomain(s.Helo)
+	d := addr.Domain(s.Helo)
 	if !c.has(typeHelo) || d == "" || strings.HasPrefix(d, "[") {
 		s.Set(factHelo, "")
 		return nil
@@ -255,7 +255,7 @@ func (c *Check) Helo(ctx context.Context, s *policy.Session) []policy.Finding {
 		s.Set(factHelo, "")
 		return nil
 	}
-	d, err := resolver.ToASCII(d)
+	d, err := addr.DomainASCII(d)
 	if err != nil {
 		s.Set(factHelo, "")
 		return []policy.Finding{{Status: policy.StatusSkipped, Detail: "HELO " + err.Error()}}
@@ -269,7 +269,7 @@ func (c *Check) Helo(ctx context.Context, s *policy.Session) []policy.Finding {
 func (c *Check) Mail(ctx context.Context, s *policy.Session) []policy.Finding {
 	var r result
 	if c.has(typeSender) && !s.From.Null() && s.From.Domain != "" && !strings.HasPrefix(s.From.Domain, "[") {
-		if d, err := resolver.ToASCII(s.From.Domain); err == nil {
+		if d, err := addr.DomainASCII(s.From.Domain); err == nil {
 			r = c.query(ctx, typeSender, d)
 		} else {
 			r.errs = append(r.errs, "sender "+err.Error())
@@ -305,7 +305,7 @@ func (c *Check) Mail(ctx context.Context, s *policy.Session) []policy.Finding {
 	if total < c.c.Threshold {
 		return []policy.Finding{f}
 	}
-	if s.Auth.Authenticated() || s.Get("relay/trusted") == "yes" {
+	if s.Trusted() {
 		f.Detail += "; not refused: client authenticated or trusted"
 		f.Score, f.Scored = 0, false
 		return []policy.Finding{f}

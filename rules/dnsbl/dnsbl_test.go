@@ -133,7 +133,7 @@ func TestDNSBL(t *testing.T) {
 			if tc.notText != "" && strings.Contains(got, tc.notText) {
 				t.Errorf("reply = %q names %q", got, tc.notText)
 			}
-			if got := s.Get(dnsbl.FactAllow); got != tc.allow {
+			if got := s.Get(policy.FactDNSWL); got != tc.allow {
 				t.Errorf("dnsbl/allow = %q, want %q", got, tc.allow)
 			}
 		})

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moatmail/moat/internal/addr"
 	"github.com/moatmail/moat/policy"
 	"github.com/moatmail/moat/store"
 	"github.com/moatmail/moat/test/stack"
@@ -44,8 +45,8 @@ func benchRcpt(b *testing.B, st store.Store) {
 				s := policy.NewSession()
 				s.ClientIP = netip.AddrFrom4([4]byte{10, byte(n >> 8), byte(n), 1})
 				s.Helo = "mx.example.net"
-				s.From, _ = policy.ParseAddress(fmt.Sprintf("prvs=4123a1b2c3=s%d-%d@example.net", n, run))
-				addr, _ := policy.ParseAddress("rcpt@example.org")
+				s.From, _ = addr.Parse(fmt.Sprintf("prvs=4123a1b2c3=s%d-%d@example.net", n, run))
+				addr, _ := addr.Parse("rcpt@example.org")
 				r := &policy.Recipient{Addr: addr}
 				s.Rcpts = []*policy.Recipient{r}
 				if i%2 == 1 {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/moatmail/moat/config"
+	"github.com/moatmail/moat/internal/addr"
 	"github.com/moatmail/moat/policy"
 	"github.com/moatmail/moat/policy/policytest"
 	"github.com/moatmail/moat/store"
@@ -34,7 +35,7 @@ func TestAutoWhitelistSurvivesSPFPass(t *testing.T) {
 	}
 	sv := alice
 	sv.from = "new@spf.example"
-	sv.facts = map[string]string{"spf/result": "pass", "spf/domain": "spf.example"}
+	sv.facts = map[string]string{policy.FactSPFResult: "pass", policy.FactSPFDomain: "spf.example"}
 	f := rcpt(t, c, session(t, sv), "bob@example.org")
 	wantPass(t, f, ReasonWhitelisted)
 	if !strings.Contains(f.Detail, "client=spf:spf.example") {
@@ -53,8 +54,8 @@ func TestNormalizeMustDiffer(t *testing.T) {
 		{"jsmith-2b@example.com", "jsmith-3c@example.com"},
 	}
 	for _, p := range differ {
-		a, _ := policy.ParseAddress(p[0])
-		b, _ := policy.ParseAddress(p[1])
+		a, _ := addr.Parse(p[0])
+		b, _ := addr.Parse(p[1])
 		if na, nb := NormalizeSender(a, ""), NormalizeSender(b, ""); na == nb {
 			t.Errorf("%q and %q both normalise to %q", p[0], p[1], na)
 		}
@@ -65,8 +66,8 @@ func TestNormalizeMustDiffer(t *testing.T) {
 		{"news.0a1b2c3d4e@example.com", "news.ffee00112233@example.com"},
 	}
 	for _, p := range same {
-		a, _ := policy.ParseAddress(p[0])
-		b, _ := policy.ParseAddress(p[1])
+		a, _ := addr.Parse(p[0])
+		b, _ := addr.Parse(p[1])
 		if na, nb := NormalizeSender(a, ""), NormalizeSender(b, ""); na != nb {
 			t.Errorf("%q and %q differ: %q vs %q", p[0], p[1], na, nb)
 		}
@@ -116,7 +117,7 @@ func TestStoreCircuitBreaker(t *testing.T) {
 	c.st = fs
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	addr, _ := policy.ParseAddress("gone@example.org")
+	addr, _ := addr.Parse("gone@example.org")
 	s := session(t, alice)
 	r := &policy.Recipient{Addr: addr}
 	s.Rcpts = append(s.Rcpts, r)

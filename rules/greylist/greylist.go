@@ -21,7 +21,7 @@
 //
 // # Skipped
 //
-// Authenticated clients, trusted networks ("relay/trusted"), DNSWL hits ("dnsbl/allow"), local submissions
+// Authenticated clients, trusted networks (policy.FactTrustedNetwork), DNSWL hits (policy.FactDNSWL), local submissions
 // (no client IP), recipients already refused by an earlier check, and messages an anti-spam check already
 // rejects. White-listed senders are skipped by the engine (the check is of kind antispam). With
 // suspicious_only, clients with forward-confirmed reverse DNS that also pass SPF are skipped. Every setting
@@ -36,7 +36,7 @@
 //
 // A message that passes after a delay gets "X-Greylist: delayed N seconds by moat-VERSION; DATE", after
 // milter-greylist's header, once per message; never in dry run, where nothing was delayed. `moat scan`
-// (session fact "moat/dry-state" = "yes") computes the decision without changing the stored state.
+// (Session.ReadOnly) computes the decision without changing the stored state.
 package greylist
 
 import (
@@ -52,9 +52,9 @@ import (
 	"time"
 
 	"github.com/moatmail/moat/config"
+	"github.com/moatmail/moat/internal/addr"
 	"github.com/moatmail/moat/policy"
 	"github.com/moatmail/moat/store"
-	"golang.org/x/net/idna"
 )
 
 // Name is the check's name.
@@ -201,11 +201,11 @@ func normalizeDomainKey(d string) (string, error) {
 	if strings.Contains(d, "*") {
 		return "", fmt.Errorf("%q: wildcards are not supported (a domain covers its subdomains already)", d)
 	}
-	a, err := idna.Lookup.ToASCII(strings.TrimSuffix(d, "."))
+	a, err := addr.DomainASCII(d)
 	if err != nil || !validDomain(a) {
 		return "", fmt.Errorf("%q is not a domain name", d)
 	}
-	return policy.NormalizeDomain(a), nil
+	return a, nil
 }
 
 // validDomain reports whether d is a host name (RFC 1123 section 2.1: letters, digits and hyphens, labels of
@@ -272,7 +272,7 @@ func New(cfg Config, st store.Store, log *slog.Logger, now func() time.Time) *Ch
 		if n, err := normalizeDomainKey(d); err == nil {
 			d = n
 		}
-		norm[policy.NormalizeDomain(d)] = dc
+		norm[addr.Domain(d)] = dc
 	}
 	cfg.Domains = norm
 	return &Check{cfg: cfg, st: st, log: log, now: now}
@@ -296,10 +296,7 @@ func (c *Check) params(delay time.Duration) store.GreyParams {
 // domain returns the effective settings for a recipient domain: the closest configured parent wins.
 func (c *Check) domain(d string) (enabled, suspiciousOnly bool, delay time.Duration) {
 	enabled, suspiciousOnly, delay = true, c.cfg.SuspiciousOnly, c.cfg.Delay.D()
-	d = policy.NormalizeDomain(d)
-	if a, err := idna.Lookup.ToASCII(d); err == nil {
-		d = strings.ToLower(a)
-	}
+	d = addr.Domain(d)
 	for d != "" {
 		if dc, ok := c.cfg.Domains[d]; ok {
 			if dc.Enabled != nil {
@@ -331,13 +328,13 @@ func (c *Check) Rcpt(ctx context.Context, s *policy.Session, r *policy.Recipient
 	switch {
 	case s.Auth.Authenticated():
 		return skipped(ReasonAuthenticated)
-	case s.Get("relay/trusted") == "yes":
+	case s.Get(policy.FactTrustedNetwork) == "yes":
 		return skipped(ReasonTrusted)
-	case s.Get("dnsbl/allow") == "yes":
+	case s.Get(policy.FactDNSWL) == "yes":
 		return skipped(ReasonDNSWL)
 	case !s.ClientIP.IsValid():
 		return skipped(ReasonLocal)
-	case refused(s, r):
+	case r.Refused(s):
 		// Do not record triplets for recipients that are refused anyway (a dictionary attack would fill
 		// the store).
 		return skipped(ReasonRefused)
@@ -346,13 +343,13 @@ func (c *Check) Rcpt(ctx context.Context, s *policy.Session, r *policy.Recipient
 	if !enabled {
 		return skipped(ReasonDomainOff)
 	}
-	spfPass := s.Get("spf/result") == "pass"
-	if suspiciousOnly && spfPass && s.Get("rdns/fcrdns") == "pass" {
+	spfPass := s.Get(policy.FactSPFResult) == "pass"
+	if suspiciousOnly && spfPass && s.Get(policy.FactFCrDNS) == "pass" {
 		return skipped(ReasonNotSuspicious)
 	}
 	spfDomain := ""
 	if c.cfg.GroupBySPF && spfPass {
-		spfDomain = s.Get("spf/domain")
+		spfDomain = s.Get(policy.FactSPFDomain)
 	}
 	req := store.GreyRequest{
 		Triplet: store.Triplet{
@@ -367,7 +364,7 @@ func (c *Check) Rcpt(ctx context.Context, s *policy.Session, r *policy.Recipient
 		Helo:     cleanHelo(s.Helo),
 		Now:      c.now(),
 		Params:   c.params(delay),
-		ReadOnly: s.Get("moat/dry-state") == "yes",
+		ReadOnly: s.ReadOnly,
 	}
 	res, err := c.decide(ctx, req)
 	detail := fmt.Sprintf("client=%s sender=%s rcpt=%s id=%s", req.Client, req.Sender, req.Rcpt, req.ID())
@@ -455,22 +452,6 @@ func (c *Check) decide(ctx context.Context, req store.GreyRequest) (store.GreyRe
 func HeaderValue(delayed time.Duration, now time.Time) string {
 	return fmt.Sprintf(" delayed %d seconds by moat-%s; %s", int(delayed.Seconds()), policy.Version,
 		now.Format(time.RFC1123Z))
-}
-
-// refused reports whether an earlier check refused this recipient, or an anti-spam check refuses the whole
-// message (those rejections are applied at RCPT).
-func refused(s *policy.Session, r *policy.Recipient) bool {
-	for _, f := range r.Findings {
-		if f.Verdict == policy.Reject || f.Verdict == policy.Tempfail {
-			return true
-		}
-	}
-	for _, f := range s.Findings() {
-		if f.Kind == policy.KindAntispam && f.Verdict == policy.Reject {
-			return true
-		}
-	}
-	return false
 }
 
 // headerAdded reports whether an accepted earlier recipient of this message already carries our header.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/moatmail/moat/config"
+	"github.com/moatmail/moat/internal/addr"
 	"github.com/moatmail/moat/policy"
 	"github.com/moatmail/moat/policy/policytest"
 	"github.com/moatmail/moat/store"
@@ -64,7 +65,7 @@ func session(t *testing.T, sv sess) *policy.Session {
 	}
 	s.Helo = sv.helo
 	s.Auth.Authen = sv.auth
-	from, err := policy.ParseAddress(sv.from)
+	from, err := addr.Parse(sv.from)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +79,7 @@ func session(t *testing.T, sv sess) *policy.Session {
 // rcpt runs the check for one recipient the way the engine does and returns its one finding.
 func rcpt(t *testing.T, c *Check, s *policy.Session, to string) policy.Finding {
 	t.Helper()
-	addr, err := policy.ParseAddress(to)
+	addr, err := addr.Parse(to)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +181,7 @@ func TestAutoWhitelistCountsOncePerHour(t *testing.T) {
 
 func TestSPFGrouping(t *testing.T) {
 	c, clk, _ := newCheck(t, nil)
-	spf := map[string]string{"spf/result": "pass", "spf/domain": "bigmail.example"}
+	spf := map[string]string{policy.FactSPFResult: "pass", policy.FactSPFDomain: "bigmail.example"}
 	first := sess{ip: "198.51.100.1", helo: "out1.bigmail.example", from: "alice@bigmail.example", facts: spf}
 	wantGreylisted(t, rcpt(t, c, session(t, first), "bob@example.org"), 300)
 	clk.Advance(6 * time.Minute)
@@ -189,7 +190,7 @@ func TestSPFGrouping(t *testing.T) {
 	wantPass(t, rcpt(t, c, session(t, retry), "bob@example.org"), ReasonPassed)
 	// Without SPF pass, the same retry would be a new triplet.
 	noSPF := retry
-	noSPF.facts = map[string]string{"spf/result": "softfail", "spf/domain": "bigmail.example"}
+	noSPF.facts = map[string]string{policy.FactSPFResult: "softfail", policy.FactSPFDomain: "bigmail.example"}
 	wantGreylisted(t, rcpt(t, c, session(t, noSPF), "bob@example.org"), 300)
 	// Grouping can be turned off.
 	c2, _, _ := newCheck(t, func(cfg *Config) { cfg.GroupBySPF = false })
@@ -215,7 +216,7 @@ func TestSkips(t *testing.T) {
 		off, on := false, true
 		cfg.Domains = map[string]DomainConfig{"noGrey.example": {Enabled: &off}, "picky.example": {SuspiciousOnly: &on}}
 	})
-	good := map[string]string{"spf/result": "pass", "spf/domain": "example.com", "rdns/fcrdns": "pass"}
+	good := map[string]string{policy.FactSPFResult: "pass", policy.FactSPFDomain: "example.com", policy.FactFCrDNS: "pass"}
 	tests := []struct {
 		name   string
 		s      sess
@@ -223,8 +224,8 @@ func TestSkips(t *testing.T) {
 		reason string
 	}{
 		{"authenticated", sess{ip: "192.0.2.1", from: "a@example.com", auth: "alice"}, "b@example.org", ReasonAuthenticated},
-		{"trusted network", sess{ip: "192.0.2.1", from: "a@example.com", facts: map[string]string{"relay/trusted": "yes"}}, "b@example.org", ReasonTrusted},
-		{"dnswl", sess{ip: "192.0.2.1", from: "a@example.com", facts: map[string]string{"dnsbl/allow": "yes"}}, "b@example.org", ReasonDNSWL},
+		{"trusted network", sess{ip: "192.0.2.1", from: "a@example.com", facts: map[string]string{policy.FactTrustedNetwork: "yes"}}, "b@example.org", ReasonTrusted},
+		{"dnswl", sess{ip: "192.0.2.1", from: "a@example.com", facts: map[string]string{policy.FactDNSWL: "yes"}}, "b@example.org", ReasonDNSWL},
 		{"local submission", sess{from: "a@example.com"}, "b@example.org", ReasonLocal},
 		{"domain off", sess{ip: "192.0.2.1", from: "a@example.com"}, "b@nogrey.example", ReasonDomainOff},
 		{"subdomain off", sess{ip: "192.0.2.1", from: "a@example.com"}, "b@lists.nogrey.example", ReasonDomainOff},
@@ -239,7 +240,7 @@ func TestSkips(t *testing.T) {
 		})
 	}
 	// Suspicious-only does not skip a client without FCrDNS, nor elsewhere than the picky domain.
-	half := map[string]string{"spf/result": "pass", "spf/domain": "example.com", "rdns/fcrdns": "fail"}
+	half := map[string]string{policy.FactSPFResult: "pass", policy.FactSPFDomain: "example.com", policy.FactFCrDNS: "fail"}
 	wantGreylisted(t, rcpt(t, c, session(t, sess{ip: "192.0.2.1", from: "a@example.com", facts: half}), "b@picky.example"), 300)
 	wantGreylisted(t, rcpt(t, c, session(t, sess{ip: "192.0.2.1", from: "a@example.com", facts: good}), "b@example.org"), 300)
 	// Skipped recipients leave no record.
@@ -253,7 +254,7 @@ func TestSkips(t *testing.T) {
 func TestRefusedRecipientNotRecorded(t *testing.T) {
 	c, _, st := newCheck(t, nil)
 	s := session(t, alice)
-	addr, _ := policy.ParseAddress("nobody@example.org")
+	addr, _ := addr.Parse("nobody@example.org")
 	r := &policy.Recipient{Addr: addr, Findings: []policy.Finding{{Check: "recipients", Verdict: policy.Reject}}}
 	s.Rcpts = append(s.Rcpts, r)
 	fs := c.Rcpt(context.Background(), s, r)
@@ -290,8 +291,9 @@ func TestHeaderOncePerMessage(t *testing.T) {
 func TestDryState(t *testing.T) {
 	c, _, st := newCheck(t, nil)
 	sv := alice
-	sv.facts = map[string]string{"moat/dry-state": "yes"}
-	f := rcpt(t, c, session(t, sv), "bob@example.org")
+	s := session(t, sv)
+	s.ReadOnly = true
+	f := rcpt(t, c, s, "bob@example.org")
 	wantGreylisted(t, f, 300)
 	if !strings.Contains(f.Detail, "read-only") {
 		t.Fatalf("detail %q", f.Detail)

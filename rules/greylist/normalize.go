@@ -4,7 +4,7 @@ import (
 	"net/netip"
 	"strings"
 
-	"github.com/moatmail/moat/policy"
+	"github.com/moatmail/moat/internal/addr"
 )
 
 // NormalizeSender returns the sender part of the triplet: the envelope sender with the per-message parts that
@@ -24,7 +24,7 @@ import (
 //     bounce-#-#). The first token is who sends and is kept (john2024@ and mary1999@ differ, and so do the
 //     numeric addresses of qq.com), unless the whole local part is one machine identifier (see maskIDs);
 //     a token with other letters is a name, not an identifier (smith1985, team.q4).
-func NormalizeSender(from policy.Address, helo string) string {
+func NormalizeSender(from addr.Address, helo string) string {
 	if from.Null() {
 		return "<>@" + strings.ToLower(strings.TrimSuffix(cleanHelo(helo), "."))
 	}

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/moatmail/moat/policy"
+	"github.com/moatmail/moat/internal/addr"
 )
 
 func TestNormalizeSender(t *testing.T) {
@@ -49,7 +49,7 @@ func TestNormalizeSender(t *testing.T) {
 		}
 		seen[tc.name] = true
 		t.Run(tc.name, func(t *testing.T) {
-			a, err := policy.ParseAddress(tc.from)
+			a, err := addr.Parse(tc.from)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -69,14 +69,14 @@ func TestNormalizeStable(t *testing.T) {
 		{"bounces+1234567-abcd-alice=example.com@em1.example.com", "bounces+7654321-ef01-carol=example.org@em1.example.com"},
 	}
 	for _, p := range same {
-		a, _ := policy.ParseAddress(p[0])
-		b, _ := policy.ParseAddress(p[1])
+		a, _ := addr.Parse(p[0])
+		b, _ := addr.Parse(p[1])
 		if NormalizeSender(a, "") != NormalizeSender(b, "") {
 			t.Errorf("%q and %q differ: %q vs %q", p[0], p[1], NormalizeSender(a, ""), NormalizeSender(b, ""))
 		}
 	}
-	a, _ := policy.ParseAddress("alice@example.com")
-	b, _ := policy.ParseAddress("bob@example.com")
+	a, _ := addr.Parse("alice@example.com")
+	b, _ := addr.Parse("bob@example.com")
 	if NormalizeSender(a, "") == NormalizeSender(b, "") {
 		t.Error("alice and bob normalise to the same key")
 	}
@@ -110,7 +110,7 @@ func FuzzNormalizeSender(f *testing.F) {
 		f.Add(s, "helo.example")
 	}
 	f.Fuzz(func(t *testing.T, from, helo string) {
-		a, err := policy.ParseAddress(from)
+		a, err := addr.Parse(from)
 		if err != nil {
 			return
 		}

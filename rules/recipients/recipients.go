@@ -22,7 +22,7 @@
 //
 // A recipient without a domain (RCPT TO:<nobody>) gets the MTA's default domain (Postfix appends $myorigin).
 // With unqualified_domain set to that domain, a bare user is checked as user@unqualified_domain. Without it,
-// a bare user from a client that is neither trusted (fact "relay/trusted") nor authenticated is refused with
+// a bare user from a client that is neither trusted (fact policy.FactTrustedNetwork) nor authenticated is refused with
 // "550 5.1.3 <nobody>: need fully-qualified address"; "postmaster" is always accepted (RFC 5321 section
 // 4.5.1), and trusted or authenticated clients' bare users are left to the MTA.
 //
@@ -37,6 +37,8 @@ import (
 	"strings"
 
 	"github.com/moatmail/moat/config"
+	"github.com/moatmail/moat/internal/addr"
+	"github.com/moatmail/moat/internal/lists"
 	"github.com/moatmail/moat/policy"
 	"github.com/moatmail/moat/rules/relay"
 )
@@ -80,7 +82,7 @@ func DefaultConfig() Config { return Config{CaseSensitiveLocal: true} }
 type Check struct {
 	cfg         Config
 	unqualified string // normalized UnqualifiedDomain
-	domains     *relay.Domains
+	domains     *lists.Domains
 	valid       map[string]bool // "local@domain"
 	disabled    map[string]bool
 	catchAll    map[string]bool // domain
@@ -100,16 +102,16 @@ func New(sec *config.Section, cfg Config) (*Check, error) {
 		return nil, sec.Errorf("extension_separator", "must be one character such as \"+\" or \"-\"")
 	}
 	c := &Check{cfg: cfg, valid: map[string]bool{}, disabled: map[string]bool{}, catchAll: map[string]bool{}}
-	named := relay.NewDomains()
+	named := lists.NewDomains()
 	n := 0
-	err := relay.ParseLists(sec, "addresses", cfg.Addresses, "addresses_file", cfg.AddressesFile, func(lines []config.ListLine) error {
+	err := lists.Load(sec, "addresses", cfg.Addresses, "addresses_file", cfg.AddressesFile, func(lines []config.ListLine) error {
 		for _, l := range lines {
 			domain, err := c.add(l.Text)
 			if err == nil {
 				err = named.Add(domain)
 			}
 			if err != nil {
-				return &relay.LineError{Line: l, Err: err}
+				return &lists.LineError{Line: l, Err: err}
 			}
 			n++
 		}
@@ -121,15 +123,15 @@ func New(sec *config.Section, cfg Config) (*Check, error) {
 	if n == 0 {
 		return nil, sec.Errorf("addresses", "no addresses: set addresses or addresses_file")
 	}
-	if c.domains, err = relay.LoadDomains(sec, "local_domains", cfg.LocalDomains, "local_domains_file", cfg.LocalDomainsFile); err != nil {
+	if c.domains, err = lists.LoadDomains(sec, "local_domains", cfg.LocalDomains, "local_domains_file", cfg.LocalDomainsFile, nil); err != nil {
 		return nil, err
 	}
 	if c.domains.Len() == 0 {
 		c.domains = named
 	}
 	if cfg.UnqualifiedDomain != "" {
-		c.unqualified = relay.NormalizeDomain(cfg.UnqualifiedDomain)
-		if err := relay.NewDomains().Add(c.unqualified); err != nil || strings.HasPrefix(c.unqualified, "[") {
+		c.unqualified = addr.Domain(cfg.UnqualifiedDomain)
+		if err := lists.NewDomains().Add(c.unqualified); err != nil || strings.HasPrefix(c.unqualified, "[") {
 			return nil, sec.Errorf("unqualified_domain", "%q is not a domain", cfg.UnqualifiedDomain)
 		}
 	}
@@ -146,27 +148,27 @@ func (c *Check) add(text string) (string, error) {
 		if disabled {
 			return "", fmt.Errorf("%w: a catch-all domain cannot be disabled; remove the line", ErrBadEntry)
 		}
-		d := relay.NormalizeDomain(rest)
+		d := addr.Domain(rest)
 		if d == "" {
 			return "", fmt.Errorf("%w: empty domain", ErrBadEntry)
 		}
 		c.catchAll[d] = true
 		return d, nil
 	}
-	a, err := policy.ParseAddress(text)
+	a, err := addr.Parse(text)
 	if err != nil || a.Null() || a.Domain == "" || a.Route != "" {
 		return "", fmt.Errorf("%w: want local@domain, @domain or !local@domain", ErrBadEntry)
 	}
 	if !a.Quoted && strings.ContainsAny(a.Local, " \t") {
 		return "", fmt.Errorf("%w: white space in an unquoted local part", ErrBadEntry)
 	}
-	key := c.key(a.Local, relay.NormalizeDomain(a.Domain))
+	key := c.key(a.Local, addr.Domain(a.Domain))
 	if disabled {
 		c.disabled[key] = true
 	} else {
 		c.valid[key] = true
 	}
-	return relay.NormalizeDomain(a.Domain), nil
+	return addr.Domain(a.Domain), nil
 }
 
 func (c *Check) key(local, domain string) string {
@@ -186,7 +188,7 @@ func (c *Check) Kind() policy.Kind { return policy.KindAccess }
 func (c *Check) Rcpt(_ context.Context, s *policy.Session, r *policy.Recipient) []policy.Finding {
 	a := r.Addr
 	shown := policy.ReplySafe(strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(a.Raw), "<"), ">"))
-	domain := relay.NormalizeDomain(a.Domain)
+	domain := addr.Domain(a.Domain)
 	if a.Domain == "" {
 		domain = c.unqualified
 	}
@@ -195,7 +197,7 @@ func (c *Check) Rcpt(_ context.Context, s *policy.Session, r *policy.Recipient) 
 		case strings.EqualFold(a.Local, "postmaster") && !strings.ContainsAny(a.Local, "@%!"):
 			// RFC 5321 section 4.5.1: RCPT TO:<Postmaster> without a domain MUST be supported.
 			return []policy.Finding{{Status: policy.StatusPass, Reason: "recipient-known", Detail: "unqualified postmaster is always accepted"}}
-		case s.Get(relay.FactTrusted) == "yes" || s.Auth.Authenticated():
+		case s.Get(policy.FactTrustedNetwork) == "yes" || s.Auth.Authenticated():
 			return []policy.Finding{{Status: policy.StatusNone, Detail: "unqualified recipient from a trusted or authenticated client not checked"}}
 		}
 		f := policy.Rejectf(policy.StatusFail, ReasonUnqualified, 550, "5.1.3", "<%s>: %s", shown, relay.UnqualifiedText)

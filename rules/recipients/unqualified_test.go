@@ -20,7 +20,7 @@ func TestUnqualifiedRecipient(t *testing.T) {
 	run := func(e *policy.Engine, ss session, to string) policy.Decision {
 		s := policy.NewSession()
 		if ss.trusted {
-			s.Set("relay/trusted", "yes")
+			s.Set(policy.FactTrustedNetwork, "yes")
 		}
 		if ss.auth {
 			s.Auth.Authen = "alice"

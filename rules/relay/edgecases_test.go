@@ -81,10 +81,10 @@ func TestLocalSubmissionNeedsFact(t *testing.T) {
 			}
 			s := policy.NewSession()
 			if tt.local {
-				s.Set(relay.FactLocalSubmission, "yes")
+				s.Set(policy.FactLocalSubmission, "yes")
 			}
 			e.Connect(ctx, s)
-			if got := s.Get(relay.FactTrusted) == "yes"; got != tt.trusted {
+			if got := s.Get(policy.FactTrustedNetwork) == "yes"; got != tt.trusted {
 				t.Errorf("relay/trusted = %v, want %v", got, tt.trusted)
 			}
 		})
@@ -154,7 +154,7 @@ func TestInlineErrorLocatedOnce(t *testing.T) {
 	if err == nil {
 		t.Fatal("no error")
 	}
-	const want = `moat.toml:4: checks.relay.local_domains: "bad domain.test": relay: malformed list entry: character ' ' in domain "bad domain.test"`
+	const want = `moat.toml:4: checks.relay.local_domains: "bad domain.test": lists: malformed entry: character ' ' in domain "bad domain.test"`
 	if err.Error() != want {
 		t.Errorf("error %q, want %q", err, want)
 	}

@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/moatmail/moat/config"
-	"github.com/moatmail/moat/policy"
+	"github.com/moatmail/moat/internal/addr"
 	"github.com/moatmail/moat/rules/relay/relaytest"
 )
 
@@ -33,7 +33,7 @@ func FuzzResolve(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, rcpt string) {
-		a, err := policy.ParseAddress(rcpt)
+		a, err := addr.Parse(rcpt)
 		if err != nil || a.Null() {
 			return
 		}
@@ -47,7 +47,7 @@ func FuzzResolve(f *testing.F) {
 		if strings.ContainsAny(a.Local, "%!@") {
 			t.Fatalf("%q allowed with routing characters in its local part %q (%+v)", rcpt, a.Local, v)
 		}
-		d := canonDomain(a.Domain)
+		d := a.CanonDomain()
 		if a.Domain != "" && !c.local.Contains(d) && !c.relay.Contains(d) {
 			t.Fatalf("%q allowed for domain %q, which is not ours (%+v)", rcpt, d, v)
 		}

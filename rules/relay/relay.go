@@ -36,7 +36,7 @@
 //
 // # Facts
 //
-// At connect the check sets "relay/trusted" = "yes" for clients in trusted networks. A session without a
+// At connect the check sets policy.FactTrustedNetwork = "yes" for clients in trusted networks. A session without a
 // client IP is trusted only when trust_local_submission is on and the session carries the fact
 // "client/local" = "yes", which the milter sets for a submission the MTA reports as local (no network
 // client); the absence of an IP alone proves nothing.
@@ -54,19 +54,13 @@ import (
 	"strings"
 
 	"github.com/moatmail/moat/config"
+	"github.com/moatmail/moat/internal/addr"
+	"github.com/moatmail/moat/internal/lists"
 	"github.com/moatmail/moat/policy"
 )
 
 // Name is the check's registered name.
 const Name = "relay"
-
-// FactTrusted is the session fact set at connect for clients in trusted networks.
-const FactTrusted = "relay/trusted"
-
-// FactLocalSubmission is the connection fact that says the session is a local submission (no network client):
-// set to "yes" by the milter when the MTA reports one, and by moat scan when asked to play one. Without it a
-// session without a client IP is not a local submission.
-const FactLocalSubmission = policy.FactLocalSubmission
 
 // Reply texts and reasons.
 const (
@@ -120,9 +114,9 @@ func DefaultConfig() Config {
 type Check struct {
 	cfg         Config
 	unqualified string // normalized UnqualifiedDomain
-	local       *Domains
-	relay       *Domains
-	trusted     *Networks
+	local       *lists.Domains
+	relay       *lists.Domains
+	trusted     *lists.Networks
 }
 
 func setup(sec *config.Section, _ *policy.Env) (policy.Check, error) {
@@ -141,21 +135,21 @@ func New(sec *config.Section, cfg Config) (*Check, error) {
 		domainTest, netTest = nil, nil
 	}
 	var err error
-	if c.local, err = loadDomains(sec, "local_domains", cfg.LocalDomains, "local_domains_file", cfg.LocalDomainsFile, domainTest); err != nil {
+	if c.local, err = lists.LoadDomains(sec, "local_domains", cfg.LocalDomains, "local_domains_file", cfg.LocalDomainsFile, domainTest); err != nil {
 		return nil, err
 	}
-	if c.relay, err = loadDomains(sec, "relay_domains", cfg.RelayDomains, "relay_domains_file", cfg.RelayDomainsFile, domainTest); err != nil {
+	if c.relay, err = lists.LoadDomains(sec, "relay_domains", cfg.RelayDomains, "relay_domains_file", cfg.RelayDomainsFile, domainTest); err != nil {
 		return nil, err
 	}
-	if c.trusted, err = loadNetworks(sec, "trusted_networks", cfg.TrustedNetworks, "trusted_networks_file", cfg.TrustedNetworksFile, netTest); err != nil {
+	if c.trusted, err = lists.LoadNetworks(sec, "trusted_networks", cfg.TrustedNetworks, "trusted_networks_file", cfg.TrustedNetworksFile, netTest); err != nil {
 		return nil, err
 	}
 	if c.local.Len() == 0 && c.relay.Len() == 0 {
 		return nil, sec.Errorf("local_domains", "no local or relay domains: all mail would be refused")
 	}
 	if cfg.UnqualifiedDomain != "" {
-		c.unqualified = NormalizeDomain(cfg.UnqualifiedDomain)
-		if err := validDomain(c.unqualified); err != nil {
+		c.unqualified = addr.Domain(cfg.UnqualifiedDomain)
+		if err := lists.ValidateDomain(c.unqualified); err != nil {
 			return nil, sec.Errorf("unqualified_domain", "%v", err)
 		}
 		if c.classify(c.unqualified) == "" {
@@ -172,15 +166,15 @@ func (c *Check) Name() string { return Name }
 func (c *Check) Kind() policy.Kind { return policy.KindAccess }
 
 // LocalDomains returns the set of local domains.
-func (c *Check) LocalDomains() *Domains { return c.local }
+func (c *Check) LocalDomains() *lists.Domains { return c.local }
 
 // Trusted reports whether the session's client is in a trusted network, or is a local submission (the session
-// says so with FactLocalSubmission) and trust_local_submission is on. A session without a client IP is not
+// says so with policy.FactLocalSubmission) and trust_local_submission is on. A session without a client IP is not
 // trusted for that alone: an MTA reports some network clients without one (Sendmail's family "unknown",
 // a unix-domain socket), and moat scan runs without one unless told otherwise.
 func (c *Check) Trusted(s *policy.Session) bool {
 	if !s.ClientIP.IsValid() {
-		return c.cfg.TrustLocalSubmission && s.Get(FactLocalSubmission) == "yes"
+		return c.cfg.TrustLocalSubmission && s.Get(policy.FactLocalSubmission) == "yes"
 	}
 	return c.trusted.Contains(s.ClientIP)
 }
@@ -190,7 +184,7 @@ func (c *Check) Connect(_ context.Context, s *policy.Session) []policy.Finding {
 	if !c.Trusted(s) {
 		return []policy.Finding{{Status: policy.StatusNone, Detail: "client not in trusted networks"}}
 	}
-	s.Set(FactTrusted, "yes")
+	s.Set(policy.FactTrustedNetwork, "yes")
 	return []policy.Finding{{Status: policy.StatusPass, Reason: "trusted-network", Detail: clientString(s.ClientIP) + " is trusted"}}
 }
 
@@ -229,7 +223,7 @@ type Verdict struct {
 
 // Resolve decides whether an untrusted, unauthenticated client may send to the address: it works out every
 // domain the address would route through and requires each to be a local or relay domain.
-func (c *Check) Resolve(a policy.Address) Verdict {
+func (c *Check) Resolve(a addr.Address) Verdict {
 	local := a.Local
 	quotedRouting := a.Quoted && strings.ContainsAny(local, "@%!")
 	switch {
@@ -249,7 +243,7 @@ func (c *Check) Resolve(a policy.Address) Verdict {
 	if strings.ContainsAny(local, "@%!") {
 		hops = routeDomains(local)
 	}
-	final := canonDomain(a.Domain)
+	final := a.CanonDomain()
 	if a.Domain == "" {
 		final = c.unqualified
 	}
@@ -305,13 +299,13 @@ func routeDomains(local string) []string {
 		if i < 0 {
 			break
 		}
-		out = append(out, NormalizeDomain(local[:i]))
+		out = append(out, addr.Domain(local[:i]))
 		local = local[i+1:]
 	}
 	parts := strings.FieldsFunc(local, func(r rune) bool { return r == '@' || r == '%' })
 	if len(parts) > 1 {
 		for _, p := range parts[1:] {
-			out = append(out, NormalizeDomain(p))
+			out = append(out, addr.Domain(p))
 		}
 	}
 	if strings.HasSuffix(local, "@") || strings.HasSuffix(local, "%") || strings.HasPrefix(local, "@") || strings.HasPrefix(local, "%") {

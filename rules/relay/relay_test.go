@@ -39,7 +39,7 @@ func run(t *testing.T, e *policy.Engine, env envelope) policy.Decision {
 	}
 	s.Auth.Authen = env.auth
 	if env.local {
-		s.Set(relay.FactLocalSubmission, "yes")
+		s.Set(policy.FactLocalSubmission, "yes")
 	}
 	if d := e.Connect(ctx, s); d.Action != policy.ActContinue {
 		t.Fatalf("connect: %+v", d)
@@ -133,7 +133,7 @@ func TestAllowed(t *testing.T) {
 			}
 			s.Auth.Authen = tt.env.auth
 			if tt.env.local {
-				s.Set(relay.FactLocalSubmission, "yes")
+				s.Set(policy.FactLocalSubmission, "yes")
 			}
 			e.Connect(ctx, s)
 			e.Mail(ctx, s, tt.env.from, "")
@@ -153,12 +153,12 @@ func TestTrustedFact(t *testing.T) {
 		s := policy.NewSession()
 		s.ClientIP = netip.MustParseAddr(ip)
 		e.Connect(ctx, s)
-		if got := s.Get(relay.FactTrusted); got != want {
+		if got := s.Get(policy.FactTrustedNetwork); got != want {
 			t.Errorf("%s: relay/trusted = %q, want %q", ip, got, want)
 		}
 		// The fact lasts for the connection, across messages.
 		e.Mail(ctx, s, "a@b.example", "")
-		if got := s.Get(relay.FactTrusted); got != want {
+		if got := s.Get(policy.FactTrustedNetwork); got != want {
 			t.Errorf("%s after MAIL: relay/trusted = %q, want %q", ip, got, want)
 		}
 	}

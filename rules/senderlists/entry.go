@@ -8,9 +8,10 @@ import (
 	"strings"
 
 	"github.com/moatmail/moat/config"
+	"github.com/moatmail/moat/internal/addr"
+	"github.com/moatmail/moat/internal/lists"
+	"github.com/moatmail/moat/internal/wildcard"
 	"github.com/moatmail/moat/policy"
-	"github.com/moatmail/moat/rules/barring"
-	"github.com/moatmail/moat/rules/relay"
 )
 
 // ErrBadEntry is returned for a malformed list line.
@@ -88,7 +89,7 @@ type Entry struct {
 	text    string // the entry as written, without options
 	value   string // address (lower case) or domain
 	prefix  netip.Prefix
-	pattern *barring.Pattern
+	pattern *wildcard.Pattern
 	Proof   Proof
 	Line    config.ListLine
 	// proofSet says whether the line wrote proof=… (otherwise Proof is a default).
@@ -143,7 +144,7 @@ func parseEntry(l config.ListLine, white bool, def defaults) (*Entry, error) {
 			return nil, fmt.Errorf("%w: the null sender has no domain, so proof=%s can never hold; only proof=none", ErrBadEntry, e.Proof)
 		}
 	case isIP(t):
-		p, err := relay.ParsePrefix(t)
+		p, err := lists.ParsePrefix(t)
 		if err != nil {
 			return nil, err
 		}
@@ -152,8 +153,8 @@ func parseEntry(l config.ListLine, white bool, def defaults) (*Entry, error) {
 			return nil, fmt.Errorf("%w: an IP entry needs no proof", ErrBadEntry)
 		}
 		return e, nil
-	case barring.IsPattern(t):
-		p, err := barring.Compile(t)
+	case wildcard.IsPattern(t):
+		p, err := wildcard.Compile(t)
 		if err != nil {
 			return nil, err
 		}
@@ -162,7 +163,7 @@ func parseEntry(l config.ListLine, white bool, def defaults) (*Entry, error) {
 			e.Proof = def.domain
 		}
 	case strings.Contains(t, "@"):
-		a, err := policy.ParseAddress(t)
+		a, err := addr.Parse(t)
 		if err != nil || a.Null() || a.Domain == "" || a.Route != "" {
 			return nil, fmt.Errorf("%w: bad address %q", ErrBadEntry, t)
 		}
@@ -172,11 +173,11 @@ func parseEntry(l config.ListLine, white bool, def defaults) (*Entry, error) {
 		}
 	default:
 		parent := strings.HasPrefix(t, ".")
-		d := relay.NewDomains()
+		d := lists.NewDomains()
 		if err := d.Add(t); err != nil {
 			return nil, err
 		}
-		e.kind, e.value = kindDomain, relay.NormalizeDomain(strings.TrimPrefix(t, "."))
+		e.kind, e.value = kindDomain, addr.Domain(strings.TrimPrefix(t, "."))
 		if parent {
 			e.kind = kindParent
 		}
@@ -196,23 +197,23 @@ func isIP(s string) bool {
 }
 
 // addressKey is the form addresses are compared in on these lists: the whole address case-insensitively.
-func addressKey(a policy.Address) string {
-	return strings.ToLower(a.Local) + "@" + relay.NormalizeDomain(a.Domain)
+func addressKey(a addr.Address) string {
+	return strings.ToLower(a.Local) + "@" + addr.Domain(a.Domain)
 }
 
 // sender is what an entry is matched against.
 type sender struct {
-	addr    policy.Address
+	addr    addr.Address
 	key     string // addressKey, "" for the null sender
 	domain  string // normalized domain, "" for the null sender
-	subject barring.Subject
+	subject wildcard.Subject
 	ip      netip.Addr
 }
 
 func newSender(s *policy.Session) sender {
-	out := sender{addr: s.From, ip: s.ClientIP.Unmap(), subject: barring.NewSubject(barring.SubjectOf(s.From))}
+	out := sender{addr: s.From, ip: s.ClientIP.Unmap(), subject: wildcard.NewSubject(wildcard.SubjectOf(s.From))}
 	if !s.From.Null() {
-		out.domain = relay.NormalizeDomain(s.From.Domain)
+		out.domain = addr.Domain(s.From.Domain)
 		if out.domain != "" {
 			out.key = addressKey(s.From)
 		}
@@ -271,7 +272,7 @@ func parseList(lines []config.ListLine, white bool, def defaults) (*List, error)
 	for _, line := range lines {
 		e, err := parseEntry(line, white, def)
 		if err != nil {
-			return nil, &relay.LineError{Line: line, Err: err}
+			return nil, &lists.LineError{Line: line, Err: err}
 		}
 		l.add(e)
 	}

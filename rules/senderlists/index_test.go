@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/moatmail/moat/config"
+	"github.com/moatmail/moat/internal/addr"
 	"github.com/moatmail/moat/policy"
 )
 
@@ -26,7 +27,7 @@ func TestIndexMatchesScan(t *testing.T) {
 		for _, ip := range []string{"192.0.2.7", "198.51.100.1"} {
 			s := policy.NewSession()
 			s.ClientIP = netip.MustParseAddr(ip)
-			a, err := policy.ParseAddress(from)
+			a, err := addr.Parse(from)
 			if err != nil {
 				t.Fatal(err)
 			}

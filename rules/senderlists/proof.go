@@ -6,15 +6,8 @@ import (
 
 	"golang.org/x/net/publicsuffix"
 
+	"github.com/moatmail/moat/internal/addr"
 	"github.com/moatmail/moat/policy"
-	"github.com/moatmail/moat/rules/relay"
-)
-
-// Session facts read as proof (set by auth/spf and auth/dkim).
-const (
-	FactSPFResult = "spf/result"
-	FactSPFDomain = "spf/domain"
-	FactDKIMPass  = "dkim/pass-domains"
 )
 
 // proofState is the outcome of checking an entry's proof.
@@ -35,9 +28,9 @@ func check(e *Entry, s *policy.Session, snd sender, atEOM bool) (proofState, str
 	if snd.domain == "" {
 		return failed, ""
 	}
-	if e.Proof&ProofSPF != 0 && s.Get(FactSPFResult) == "pass" {
+	if e.Proof&ProofSPF != 0 && s.Get(policy.FactSPFResult) == "pass" {
 		// SPF checked the MAIL FROM domain (RFC 7208 section 2.4); accept it for that domain or a parent.
-		if d := relay.NormalizeDomain(s.Get(FactSPFDomain)); d != "" && isSelfOrParent(d, snd.domain) {
+		if d := addr.Domain(s.Get(policy.FactSPFDomain)); d != "" && isSelfOrParent(d, snd.domain) {
 			return proven, "spf:" + d
 		}
 	}
@@ -57,7 +50,7 @@ func check(e *Entry, s *policy.Session, snd sender, atEOM bool) (proofState, str
 	}
 	if e.Proof&ProofDMARC != 0 {
 		if from, ok := headerFromDomain(s); ok && aligned(from, snd.domain) {
-			if s.Get(FactSPFResult) == "pass" && aligned(relay.NormalizeDomain(s.Get(FactSPFDomain)), from) {
+			if s.Get(policy.FactSPFResult) == "pass" && aligned(addr.Domain(s.Get(policy.FactSPFDomain)), from) {
 				return proven, "dmarc:" + from + "(spf)"
 			}
 			for _, d := range dkim {
@@ -104,8 +97,8 @@ func orgDomain(d string) string {
 
 func dkimPassDomains(s *policy.Session) []string {
 	var out []string
-	for _, d := range strings.Split(s.Get(FactDKIMPass), ",") {
-		if d = relay.NormalizeDomain(d); d != "" {
+	for _, d := range strings.Split(s.Get(policy.FactDKIMPassDomains), ",") {
+		if d = addr.Domain(d); d != "" {
 			out = append(out, d)
 		}
 	}
@@ -127,6 +120,6 @@ func headerFromDomain(s *policy.Session) (string, bool) {
 	if at < 0 {
 		return "", false
 	}
-	d := relay.NormalizeDomain(list[0].Address[at+1:])
+	d := addr.Domain(list[0].Address[at+1:])
 	return d, d != ""
 }

@@ -50,8 +50,9 @@ import (
 	"strings"
 
 	"github.com/moatmail/moat/config"
+	"github.com/moatmail/moat/internal/addr"
+	"github.com/moatmail/moat/internal/lists"
 	"github.com/moatmail/moat/policy"
-	"github.com/moatmail/moat/rules/relay"
 )
 
 // Name is the check's registered name.
@@ -226,7 +227,7 @@ func (c *Check) load(sec *config.Section, l Lists) (pair, error) {
 		{"whitelist", "whitelist_file", l.Whitelist, l.WhitelistFile, true, p.white},
 		{"blacklist", "blacklist_file", l.Blacklist, l.BlacklistFile, false, p.black},
 	} {
-		err := relay.ParseLists(sec, x.key, x.inline, x.fileKey, x.file, func(lines []config.ListLine) error {
+		err := lists.Load(sec, x.key, x.inline, x.fileKey, x.file, func(lines []config.ListLine) error {
 			more, err := parseList(lines, x.white, c.defaults)
 			if err != nil {
 				return err
@@ -297,24 +298,24 @@ func (c *Check) checkProvable(e *Entry) error {
 			from = "proof " + e.Proof.String() + " from default_address_proof"
 		}
 	}
-	return &relay.LineError{Line: e.Line, Err: fmt.Errorf("%w: %s, but no enabled check gives it ([checks.spf] gives spf, [checks.dkim] gives dkim, either gives dmarc): the entry could never win; enable the check or write proof=none",
+	return &lists.LineError{Line: e.Line, Err: fmt.Errorf("%w: %s, but no enabled check gives it ([checks.spf] gives spf, [checks.dkim] gives dkim, either gives dmarc): the entry could never win; enable the check or write proof=none",
 		ErrUnprovable, from)}
 }
 
 // recipientKey normalizes the key of a per-recipient table: an address or a domain.
 func recipientKey(k string) (string, error) {
 	if strings.Contains(k, "@") {
-		a, err := policy.ParseAddress(k)
+		a, err := addr.Parse(k)
 		if err != nil || a.Null() || a.Domain == "" {
 			return "", fmt.Errorf("%w: recipient %q is not an address or a domain", ErrBadEntry, k)
 		}
 		return addressKey(a), nil
 	}
-	d := relay.NewDomains()
+	d := lists.NewDomains()
 	if err := d.Add(k); err != nil || strings.HasPrefix(k, ".") {
 		return "", fmt.Errorf("%w: recipient %q is not an address or a domain", ErrBadEntry, k)
 	}
-	return relay.NormalizeDomain(k), nil
+	return addr.Domain(k), nil
 }
 
 // Name implements policy.Check.
@@ -347,7 +348,7 @@ func (c *Check) decide(s *policy.Session, r *policy.Recipient, atEOM bool) outco
 		if p, ok := c.perRcpt[addressKey(r.Addr)]; ok {
 			pairs = append(pairs, p)
 		}
-		if p, ok := c.perRcpt[relay.NormalizeDomain(r.Addr.Domain)]; ok {
+		if p, ok := c.perRcpt[addr.Domain(r.Addr.Domain)]; ok {
 			pairs = append(pairs, p)
 		}
 	}

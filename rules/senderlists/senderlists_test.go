@@ -89,8 +89,8 @@ func (x tx) run(t *testing.T, e *policy.Engine) result {
 		if d == "" {
 			d = s.From.Domain
 		}
-		s.Set("spf/result", x.spf)
-		s.Set("spf/domain", d)
+		s.Set(policy.FactSPFResult, x.spf)
+		s.Set(policy.FactSPFDomain, d)
 	}
 	var res result
 	res.s = s
@@ -111,7 +111,7 @@ func (x tx) run(t *testing.T, e *policy.Engine) result {
 	}
 	e.Headers(ctx, s)
 	if x.dkim != "" {
-		s.Set("dkim/pass-domains", x.dkim)
+		s.Set(policy.FactDKIMPassDomains, x.dkim)
 	}
 	res.eom = e.EOM(ctx, s, policytest.Msg("From: <"+hf+">\r\n\r\nhello\r\n"))
 	return res

@@ -17,8 +17,9 @@ import (
 	"strings"
 
 	"github.com/moatmail/moat/config"
+	"github.com/moatmail/moat/internal/addr"
+	"github.com/moatmail/moat/internal/lists"
 	"github.com/moatmail/moat/policy"
-	"github.com/moatmail/moat/rules/relay"
 )
 
 // Name is the check's registered name.
@@ -64,8 +65,8 @@ func DefaultConfig() Config {
 // Check is the TLS/AUTH policy check.
 type Check struct {
 	cfg      Config
-	networks *relay.Networks
-	senders  *relay.Domains
+	networks *lists.Networks
+	senders  *lists.Domains
 }
 
 func setup(sec *config.Section, _ *policy.Env) (policy.Check, error) {
@@ -86,12 +87,12 @@ func New(sec *config.Section, cfg Config) (*Check, error) {
 	}
 	c := &Check{cfg: cfg}
 	var err error
-	if c.networks, err = relay.LoadNetworks(sec, "require_tls_networks", cfg.RequireTLSNetworks,
-		"require_tls_networks_file", cfg.RequireTLSNetworksFile); err != nil {
+	if c.networks, err = lists.LoadNetworks(sec, "require_tls_networks", cfg.RequireTLSNetworks,
+		"require_tls_networks_file", cfg.RequireTLSNetworksFile, nil); err != nil {
 		return nil, err
 	}
-	if c.senders, err = relay.LoadDomains(sec, "require_tls_sender_domains", cfg.RequireTLSSenderDomains,
-		"require_tls_sender_domains_file", cfg.RequireTLSSenderDomainsFile); err != nil {
+	if c.senders, err = lists.LoadDomains(sec, "require_tls_sender_domains", cfg.RequireTLSSenderDomains,
+		"require_tls_sender_domains_file", cfg.RequireTLSSenderDomainsFile, nil); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -119,7 +120,7 @@ func (c *Check) Mail(_ context.Context, s *policy.Session) []policy.Finding {
 		reason, why = ReasonAuthWithoutTLS, "authenticated without TLS"
 	case c.networks.Contains(s.ClientIP):
 		reason, why = ReasonNetwork, "client "+s.ClientIP.String()+" must use TLS"
-	case !s.From.Null() && c.senders.Contains(relay.NormalizeDomain(s.From.Domain)):
+	case !s.From.Null() && c.senders.Contains(addr.Domain(s.From.Domain)):
 		reason, why = ReasonSender, "sender domain "+s.From.Domain+" must use TLS"
 	default:
 		return []policy.Finding{{Status: policy.StatusNone, Reason: "no-tls", Detail: facts}}

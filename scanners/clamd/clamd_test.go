@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/moatmail/moat/config"
+	"github.com/moatmail/moat/internal/spool"
 	"github.com/moatmail/moat/policy"
 	"github.com/moatmail/moat/policy/policytest"
-	"github.com/moatmail/moat/scanners/spool"
 )
 
 // wlCheck stands in for the sender lists in these unit tests: configured under the "test" name, it

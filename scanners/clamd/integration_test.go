@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/moatmail/moat/config"
+	"github.com/moatmail/moat/internal/spool"
 	"github.com/moatmail/moat/policy"
 	"github.com/moatmail/moat/policy/policytest"
-	"github.com/moatmail/moat/scanners/spool"
 	"github.com/moatmail/moat/test/stack"
 )
 

@@ -8,9 +8,9 @@ import (
 	"testing"
 
 	"github.com/moatmail/moat/config"
+	"github.com/moatmail/moat/internal/spool"
 	"github.com/moatmail/moat/policy"
 	"github.com/moatmail/moat/policy/policytest"
-	"github.com/moatmail/moat/scanners/spool"
 )
 
 // testCheck stands in for other checks in these unit tests (registered under the "test" name): with

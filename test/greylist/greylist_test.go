@@ -140,8 +140,14 @@ func TestPostfixGreylisting(t *testing.T) {
 		t.Fatalf("known triplet: %v", r)
 	}
 	msgs = in.pf.WaitMessages(t, mailbox, 2, 30*time.Second)
-	if _, ok := headerValue(msgs[1], "X-Greylist"); ok {
-		t.Fatalf("a known triplet got X-Greylist:\n%s", msgs[1])
+	// The maildir does not keep arrival order within a second: the known triplet's message is the one that
+	// is not the retry.
+	known := msgs[1]
+	if !strings.Contains(string(msgs[0]), "hello again") {
+		known = msgs[0]
+	}
+	if _, ok := headerValue(known, "X-Greylist"); ok {
+		t.Fatalf("a known triplet got X-Greylist:\n%s", known)
 	}
 }
 

@@ -15,13 +15,10 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand"
-	"os"
 	"os/exec"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -133,20 +130,6 @@ func BenchmarkSpamdOverhead(b *testing.B) {
 	}
 }
 
-// rssKiB reads VmRSS of a process.
-func rssKiB(pid int) (int64, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			return strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-		}
-	}
-	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
-}
-
 func bigMessage(size int) []byte {
 	var b bytes.Buffer
 	b.Grow(size + 1024)
@@ -171,35 +154,15 @@ func BenchmarkRSS50MB(b *testing.B) {
 			b.Fatalf("warm-up: %v", res)
 		}
 		time.Sleep(500 * time.Millisecond)
-		base, err := rssKiB(pid)
+		rss, err := stack.StartRSSPeak(pid)
 		if err != nil {
 			b.Fatal(err)
 		}
-		var peak atomic.Int64
-		peak.Store(base)
-		stop := make(chan struct{})
-		var wg sync.WaitGroup
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			t := time.NewTicker(5 * time.Millisecond)
-			defer t.Stop()
-			for {
-				select {
-				case <-stop:
-					return
-				case <-t.C:
-				}
-				if v, err := rssKiB(pid); err == nil && v > peak.Load() {
-					peak.Store(v)
-				}
-			}
-		}()
+		base := rss.Base
 		start := time.Now()
 		res := stack.SendMail(b, e.postfix.Addr, "client.example", sender, []string{rcpt}, msg)
 		elapsed := time.Since(start)
-		close(stop)
-		wg.Wait()
+		peak := rss.Stop()
 		if !res.OK() {
 			b.Fatalf("50 MB message: %v\n%s", res, e.moat.Log())
 		}
@@ -209,11 +172,11 @@ func BenchmarkRSS50MB(b *testing.B) {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
-		growth := float64(peak.Load()-base) / 1024
+		growth := float64(peak-base) / 1024
 		b.ReportMetric(float64(base)/1024, "base_RSS_MiB")
-		b.ReportMetric(float64(peak.Load())/1024, "peak_RSS_MiB")
+		b.ReportMetric(float64(peak)/1024, "peak_RSS_MiB")
 		b.ReportMetric(growth, "growth_MiB")
 		b.Logf("moat RSS %.1f MiB before, %.1f MiB at peak while a %d MB message passed in %v: growth %.1f MiB (target < 16)",
-			float64(base)/1024, float64(peak.Load())/1024, size>>20, elapsed.Round(time.Millisecond), growth)
+			float64(base)/1024, float64(peak)/1024, size>>20, elapsed.Round(time.Millisecond), growth)
 	}
 }
