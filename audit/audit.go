@@ -35,6 +35,11 @@ type Options struct {
 	Domain string
 	// Config is moat's configuration; nil skips the moat step and the DKIM keys.
 	Config *config.File
+	// ConfigErr is what validating Config (policy.Build) said; the moat step reports it as a FAIL.
+	ConfigErr error
+	// MilterListen are moat's [milter] listen sockets ("unix:/abs/path", "tcp:host:port"), which the MTA step
+	// looks for in the MTA's milter settings; empty: any milter whose name or socket says moat.
+	MilterListen []string
 	// DNSServers are host:port of the resolvers to ask; empty: the [dns] table of Config, else /etc/resolv.conf.
 	DNSServers []string
 	// SMTPPort is the port of each MX (25).
@@ -111,8 +116,10 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 			a.checkSMTP(ctx, mx)
 		}
 	}
-	// Not written yet: the local MTA step (mta.go: postconf, sendmail.cf) and the moat configuration step
-	// (moatconf.go); PostconfDir, SendmailCF, SkipMTA and Postconf are read by neither so far.
+	if !opts.SkipMTA && ctx.Err() == nil {
+		a.checkMTA(ctx)
+	}
+	a.checkMoatConfig()
 	if err := ctx.Err(); err != nil {
 		s := section{a.rep, "audit"}
 		s.fail("deadline", "raise --timeout, or fix the slow server named above",

@@ -48,13 +48,14 @@ func (a *auditor) spfRecords(ctx context.Context, domain string) ([]string, erro
 type spfCount struct {
 	lookups, voids int
 	problems       []string
-	seen           map[string]bool
 }
 
 // walkSPF counts the DNS-querying terms and void lookups of rec (at domain) and of the records it includes
-// or redirects to, as an evaluation that reaches every term would.
-func (a *auditor) walkSPF(ctx context.Context, domain string, rec *spf.Record, c *spfCount, depth int) {
-	if depth > spfMaxLookups || c.lookups > spfMaxLookups {
+// or redirects to, as an evaluation that reaches every term would. path holds the domains being walked
+// above this one: meeting one of them again is a loop, while the same include in two branches is counted
+// twice, as an evaluation would.
+func (a *auditor) walkSPF(ctx context.Context, domain string, rec *spf.Record, c *spfCount, path map[string]bool) {
+	if len(path) > spfMaxLookups || c.lookups > spfMaxLookups || ctx.Err() != nil {
 		return
 	}
 	for _, t := range rec.LookupTerms() {
@@ -71,11 +72,10 @@ func (a *auditor) walkSPF(ctx context.Context, domain string, rec *spf.Record, c
 		}
 		switch t.Name {
 		case "include", "redirect":
-			if c.seen[target] {
-				c.problems = append(c.problems, fmt.Sprintf("%s includes %s again (a loop)", domain, target))
+			if path[target] {
+				c.problems = append(c.problems, fmt.Sprintf("%s includes %s, which includes it (a loop)", domain, target))
 				continue
 			}
-			c.seen[target] = true
 			recs, err := a.spfRecords(ctx, target)
 			if err != nil {
 				c.problems = append(c.problems, fmt.Sprintf("%s: %v", target, err))
@@ -95,7 +95,9 @@ func (a *auditor) walkSPF(ctx context.Context, domain string, rec *spf.Record, c
 				c.problems = append(c.problems, fmt.Sprintf("%s: %v", target, err))
 				continue
 			}
-			a.walkSPF(ctx, target, sub, c, depth+1)
+			path[target] = true
+			a.walkSPF(ctx, target, sub, c, path)
+			delete(path, target)
 		case "a":
 			sctx, cancel := a.step(ctx)
 			_, err := a.res.LookupIPAddr(sctx, target)
@@ -140,8 +142,8 @@ func (a *auditor) checkSPF(ctx context.Context, mxs []*mxHost) {
 	}
 	s.pass("syntax", "valid syntax")
 
-	c := &spfCount{seen: map[string]bool{a.domain: true}}
-	a.walkSPF(ctx, a.domain, rec, c, 0)
+	c := &spfCount{}
+	a.walkSPF(ctx, a.domain, rec, c, map[string]bool{a.domain: true})
 	if c.lookups > spfMaxLookups {
 		s.fail("lookups", "flatten includes into ip4:/ip6: terms until at most 10 DNS-querying terms remain",
 			"more than %d DNS-querying terms (include, a, mx, ptr, exists, redirect): %d counted", spfMaxLookups, c.lookups)

@@ -193,19 +193,31 @@ func (a *auditor) checkCertificate(s section, name string, st *tls.ConnectionSta
 	}
 }
 
-// checkVRFY asks VRFY and EXPN for postmaster: a 250 reply gives away addresses.
+// checkVRFY asks VRFY and EXPN for postmaster and for a name that surely does not exist: a 250 reply gives
+// away addresses, and so do different answers for the two (they tell existing names from the others).
 func (a *auditor) checkVRFY(s section, c *smtpConn) {
+	nobody := "moat-audit-no-such-user-" + strconv.FormatInt(time.Now().UnixNano()%1e6, 10)
 	for _, verb := range []string{"VRFY", "EXPN"} {
-		code, msg, err := c.cmd(verb + " postmaster")
 		check := strings.ToLower(verb)
-		switch {
-		case err != nil:
+		fix := "turn it off (Postfix: disable_vrfy_command = yes; Sendmail: PrivacyOptions=novrfy,noexpn)"
+		code, msg, err := c.cmd(verb + " postmaster")
+		if err != nil {
 			s.warn(check, "", "%s not answered: %v", verb, err)
+			continue
+		}
+		code2, msg2, err := c.cmd(verb + " " + nobody)
+		if err != nil {
+			s.warn(check, "", "%s not answered: %v", verb, err)
+			continue
+		}
+		switch {
 		case code == 250 || code == 251:
-			s.warn(check, "turn it off (Postfix: disable_vrfy_command = yes; Sendmail: PrivacyOptions=novrfy,noexpn)",
-				"%s postmaster answered %d %s: it confirms addresses to anyone", verb, code, oneLine(msg))
+			s.warn(check, fix, "%s postmaster answered %d %s: it confirms addresses to anyone", verb, code, oneLine(msg))
+		case code/100 != code2/100:
+			s.warn(check, fix, "%s answers %d for postmaster and %d for a name that does not exist: addresses can be guessed one by one",
+				verb, code, code2)
 		default:
-			s.pass(check, "%s postmaster answered %d %s", verb, code, oneLine(msg))
+			s.pass(check, "%s answered %d %s (and %d %s for an unknown name)", verb, code, oneLine(msg), code2, oneLine(msg2))
 		}
 	}
 }
@@ -268,9 +280,15 @@ func (a *auditor) relayBattery(ctx context.Context, s section, c *smtpConn, addr
 			refused++
 		}
 	}
+	from := ""
+	if la, ok := c.conn.LocalAddr().(*net.TCPAddr); ok && la.IP.IsLoopback() {
+		// From the MTA's own host the audit may be a trusted client (mynetworks); it still reports a FAIL,
+		// and says so.
+		from = " (tried from the loopback address, which the MTA may trust: run the audit from outside to be sure)"
+	}
 	if len(accepted) > 0 {
 		s.fail("relay", "refuse mail for other domains from unauthenticated clients (Postfix: smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination; moat: [checks.relay])",
-			"open relay: %d of %d forms accepted: %s", len(accepted), tried, strings.Join(accepted, "; "))
+			"open relay: %d of %d forms accepted%s: %s", len(accepted), tried, from, strings.Join(accepted, "; "))
 	} else if tried > 0 {
 		s.pass("relay", "all %d relay forms refused at RCPT", refused)
 	}
