@@ -20,6 +20,7 @@ package audit
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -28,6 +29,9 @@ import (
 	"github.com/moatmail/moat/config"
 	"github.com/moatmail/moat/internal/addr"
 )
+
+// ErrUsage says the options cannot be audited (no mail domain, bad flags); the CLI exits 2 on it.
+var ErrUsage = errors.New("audit: bad usage")
 
 // Options are what the audit cannot guess.
 type Options struct {
@@ -70,7 +74,7 @@ type Options struct {
 func Run(ctx context.Context, opts Options) (*Report, error) {
 	domain, err := addr.DomainASCII(opts.Domain)
 	if err != nil || domain == "" || !strings.Contains(domain, ".") {
-		return nil, fmt.Errorf("audit: %q is not a mail domain", opts.Domain)
+		return nil, fmt.Errorf("%w: %q is not a mail domain", ErrUsage, opts.Domain)
 	}
 	if opts.StepTimeout <= 0 {
 		opts.StepTimeout = 10 * time.Second
@@ -87,7 +91,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 			Servers []string `toml:"servers"`
 		}
 		if err := opts.Config.Section("dns").Pick("servers").Decode(&dc); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w: %w", ErrUsage, err)
 		}
 		servers = dc.Servers
 	}
@@ -97,7 +101,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	cfg.Retries = 1
 	res, err := resolver.New(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("audit: %w", err)
+		return nil, fmt.Errorf("%w: resolver: %w", ErrUsage, err)
 	}
 	a := &auditor{opts: opts, domain: domain, res: res, servers: res.Servers(), rep: &Report{Domain: domain}}
 

@@ -203,7 +203,11 @@ func (a *auditor) checkDKIM(ctx context.Context) {
 	var keys struct {
 		Keys []dkimKey `toml:"keys"`
 	}
-	if a.opts.Config != nil {
+	if a.opts.Config == nil {
+		s.warn("keys", "give -c moat.toml", "DKIM keys not checked: no moat configuration given")
+		return
+	}
+	{
 		if err := a.opts.Config.Section("checks.dkimsign").Pick("keys").Decode(&keys); err != nil {
 			s.fail("config", "correct [checks.dkimsign]", "%v", err)
 			return
