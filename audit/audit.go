@@ -73,7 +73,7 @@ type Options struct {
 // ctx's deadline bounds the whole run.
 func Run(ctx context.Context, opts Options) (*Report, error) {
 	domain, err := addr.DomainASCII(opts.Domain)
-	if err != nil || domain == "" || !strings.Contains(domain, ".") {
+	if err != nil || !isHostName(domain) {
 		return nil, fmt.Errorf("%w: %q is not a mail domain", ErrUsage, opts.Domain)
 	}
 	if opts.StepTimeout <= 0 {
@@ -146,4 +146,23 @@ func (a *auditor) section(name string) section { return section{a.rep, name} }
 // step returns a context for one network step.
 func (a *auditor) step(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, a.opts.StepTimeout)
+}
+
+// isHostName reports whether d is a DNS name of at least two labels of letters, digits, '-' and '_'.
+func isHostName(d string) bool {
+	labels := strings.Split(d, ".")
+	if len(labels) < 2 || len(d) > 253 {
+		return false
+	}
+	for _, l := range labels {
+		if l == "" || len(l) > 63 {
+			return false
+		}
+		for _, c := range l {
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
 }
