@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 )
 
@@ -128,6 +129,15 @@ func (a *auditor) checkMTASTS(ctx context.Context, mxs []*mxHost) {
 		s.warn("mode", "set mode: enforce once TLS-RPT reports show no failures", "mode: %s: senders still deliver when TLS fails", pol.Mode)
 	default:
 		s.fail("mode", "set mode: enforce, testing or none", "mode %q", pol.Mode)
+	}
+	// ../rfc/8461 section 3.2: max_age in seconds, at most 31557600; weeks are recommended.
+	switch age, err := strconv.Atoi(pol.MaxAge); {
+	case err != nil || age < 0 || age > 31557600:
+		s.fail("max_age", "set max_age: 604800 (a week) or more, at most 31557600", "max_age %q is not a number of seconds up to 31557600", pol.MaxAge)
+	case age < 86400:
+		s.warn("max_age", "set max_age: 604800 (a week) or more", "max_age %d: senders forget the policy within a day", age)
+	default:
+		s.pass("max_age", "max_age %d", age)
 	}
 	for _, mx := range mxs {
 		ok := false

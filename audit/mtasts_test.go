@@ -86,7 +86,15 @@ func TestMTASTSAndTLSRPT(t *testing.T) {
 	opts.MTASTSURL = stsServer(t, ca, "sts.test", "version: STSv1\nmode: testing\nmx: *.sts.test\nmax_age: 604800\n", false)
 	rep = runAudit(t, srv, opts)
 	mustLevel(t, rep, "mta-sts", "mode", Warn, "mode: testing")
+	mustLevel(t, rep, "mta-sts", "max_age", Pass, "604800")
 	mustNone(t, rep, "mta-sts", "mx", Fail)
+
+	opts.MTASTSURL = stsServer(t, ca, "sts.test", "version: STSv1\nmode: enforce\nmx: *.sts.test\nmax_age: 3600\n", false)
+	rep = runAudit(t, srv, opts)
+	mustLevel(t, rep, "mta-sts", "max_age", Warn, "within a day")
+	opts.MTASTSURL = stsServer(t, ca, "sts.test", "version: STSv1\nmode: enforce\nmx: *.sts.test\n", false)
+	rep = runAudit(t, srv, opts)
+	mustLevel(t, rep, "mta-sts", "max_age", Fail, `max_age ""`)
 
 	// The policy host's certificate has expired: the policy cannot be trusted.
 	opts.MTASTSURL = stsServer(t, ca, "sts.test", "version: STSv1\nmode: enforce\nmx: *.sts.test\n", true)
