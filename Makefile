@@ -32,7 +32,7 @@ bench:
 	@echo "== DNS checks per message with a warm cache, against no checks"
 	$(GO) test -p 1 -run '^$$' -bench DNSChecksWarm -benchtime 3s ./test/dnsauth/
 	@echo "== throughput through a private Postfix (smtp-source), ratios to Postfix alone and to moat with no checks"
-	$(GO) test -p 1 -run '^$$' -bench Throughput -benchtime 1x -timeout 60m ./test/bench/ ./test/envelope/
+	$(GO) test -p 1 -run '^$$' -bench Throughput -benchtime 1x -timeout 60m ./test/throughput/ ./test/envelope/
 	$(GO) test -p 1 -run '^$$' -bench PostfixDNSChecks -benchtime 1x -timeout 60m ./test/dnsauth/
 	@echo "== spamd: moat's added cost over spamc alone; moat's RSS while a 50 MB message passes"
 	$(GO) test -p 1 -run '^$$' -bench . -benchtime 1x -timeout 60m ./test/scanning/

@@ -40,7 +40,7 @@ func (a *auditor) checkMX(ctx context.Context) []*mxHost {
 		s.fail("mx", "make the domain's name servers answer", "MX lookup failed: %v", err)
 		return nil
 	}
-	// ../rfc/7505 section 3: a null MX is a single record with preference 0 and target ".".
+	// RFC 7505 section 3: a null MX is a single record with preference 0 and target ".".
 	if len(recs) == 1 && recs[0].Host == "." {
 		s.pass("mx", "null MX: %s receives no mail (RFC 7505)", a.domain)
 		return nil
@@ -128,7 +128,7 @@ func (a *auditor) checkDNSSEC(ctx context.Context) {
 	q := new(dns.Msg)
 	q.SetQuestion(dns.Fqdn(a.domain), dns.TypeSOA)
 	q.RecursionDesired = true
-	q.AuthenticatedData = true // ../rfc/6840 section 5.7: ask for AD without needing DO answers
+	q.AuthenticatedData = true // RFC 6840 section 5.7: ask for AD without needing DO answers
 	q.SetEdns0(1232, true)
 	c := &dns.Client{Timeout: a.opts.StepTimeout}
 	var lastErr error

@@ -315,7 +315,7 @@ func (a *auditor) checkDMARC(ctx context.Context) {
 		if dmarc.OrgDomain(dest) == org {
 			continue
 		}
-		// ../rfc/7489 section 7.1: the destination domain must publish DOMAIN._report._dmarc.DEST.
+		// RFC 7489 section 7.1: the destination domain must publish DOMAIN._report._dmarc.DEST.
 		auth := a.domain + "._report._dmarc." + dest
 		txts, err := a.txt(ctx, auth)
 		ok = false

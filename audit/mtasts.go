@@ -20,7 +20,7 @@ type stsPolicy struct {
 
 func parseSTSPolicy(r io.Reader) (stsPolicy, error) {
 	var p stsPolicy
-	sc := bufio.NewScanner(io.LimitReader(r, 64<<10)) // ../rfc/8461 section 3.3: at most 64 KB
+	sc := bufio.NewScanner(io.LimitReader(r, 64<<10)) // RFC 8461 section 3.3: at most 64 KB
 	for sc.Scan() {
 		k, v, ok := strings.Cut(sc.Text(), ":")
 		if !ok {
@@ -92,10 +92,10 @@ func (a *auditor) checkMTASTS(ctx context.Context, mxs []*mxHost) {
 		Timeout: a.opts.StepTimeout,
 		Transport: &http.Transport{
 			Proxy: nil,
-			// ../rfc/8461 section 3.3: the certificate must be valid for mta-sts.DOMAIN, whatever URL tests use.
+			// RFC 8461 section 3.3: the certificate must be valid for mta-sts.DOMAIN, whatever URL tests use.
 			TLSClientConfig: &tls.Config{ServerName: "mta-sts." + a.domain, RootCAs: a.opts.RootCAs, MinVersion: tls.VersionTLS12},
 		},
-		// ../rfc/8461 section 3.3: redirects must not be followed.
+		// RFC 8461 section 3.3: redirects must not be followed.
 		CheckRedirect: func(*http.Request, []*http.Request) error {
 			return errors.New("redirect refused (RFC 8461 section 3.3)")
 		},
@@ -130,7 +130,7 @@ func (a *auditor) checkMTASTS(ctx context.Context, mxs []*mxHost) {
 	default:
 		s.fail("mode", "set mode: enforce, testing or none", "mode %q", pol.Mode)
 	}
-	// ../rfc/8461 section 3.2: max_age in seconds, at most 31557600; weeks are recommended.
+	// RFC 8461 section 3.2: max_age in seconds, at most 31557600; weeks are recommended.
 	switch age, err := strconv.Atoi(pol.MaxAge); {
 	case err != nil || age < 0 || age > 31557600:
 		s.fail("max_age", "set max_age: 604800 (a week) or more, at most 31557600", "max_age %q is not a number of seconds up to 31557600", pol.MaxAge)

@@ -46,6 +46,22 @@ func (e *Error) Error() string {
 	}
 }
 
+// KeyError is an error about the value of one key, made by code that validates a decoded table without the
+// file at hand (a service's constructor). [Section.Locate] turns it into an [*Error] with the file and line.
+type KeyError struct {
+	Key string // relative to the table, e.g. "timeout"
+	Err error
+}
+
+func (e *KeyError) Error() string { return e.Key + ": " + e.Err.Error() }
+
+func (e *KeyError) Unwrap() error { return e.Err }
+
+// KeyErrorf returns a [*KeyError] for key.
+func KeyErrorf(key, format string, args ...any) error {
+	return &KeyError{Key: key, Err: fmt.Errorf(format, args...)}
+}
+
 // File is a parsed configuration file.
 type File struct {
 	Path  string
@@ -207,9 +223,6 @@ func (s *Section) File() *File { return s.file }
 // Present reports whether the table exists in the file.
 func (s *Section) Present() bool { return s.present }
 
-// Has reports whether key is set in the section.
-func (s *Section) Has(key string) bool { _, ok := s.m[key]; return ok }
-
 // Keys lists the keys set in the section, sorted.
 func (s *Section) Keys() []string {
 	keys := make([]string, 0, len(s.m))
@@ -264,6 +277,20 @@ func (s *Section) Errorf(key, format string, args ...any) error {
 		}
 	}
 	return &Error{File: s.file.Path, Line: s.file.line(full), Key: full, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Locate places err in the section: an [*Error] stays as it is, a [*KeyError] is located at its key, any other
+// error at the section itself. nil stays nil.
+func (s *Section) Locate(err error) error {
+	var ce *Error
+	if err == nil || errors.As(err, &ce) {
+		return err
+	}
+	var ke *KeyError
+	if errors.As(err, &ke) {
+		return s.Errorf(ke.Key, "%v", ke.Err)
+	}
+	return s.Errorf("", "%v", err)
 }
 
 // Decode fills the struct pointed to by v from the section. Fields not set in the file keep their values, so
@@ -358,36 +385,84 @@ func (s *Section) decodeStruct(path string, m map[string]any, v reflect.Value) e
 	return nil
 }
 
+// decodeValue decodes the TOML value raw at key into v.
 func (s *Section) decodeValue(key string, raw any, v reflect.Value) error {
+	if done, err := s.decodeWritten(key, raw, v); done {
+		return err
+	}
+	switch v.Kind() {
+	case reflect.String, reflect.Bool, reflect.Float32, reflect.Float64,
+		reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return s.decodeScalar(key, raw, v)
+	case reflect.Slice:
+		arr, ok := raw.([]any)
+		if !ok {
+			return s.errAt(key, "want an array, got %s", describe(raw))
+		}
+		out := reflect.MakeSlice(v.Type(), len(arr), len(arr))
+		for i, el := range arr {
+			if err := s.decodeValue(fmt.Sprintf("%s[%d]", key, i), el, out.Index(i)); err != nil {
+				return err
+			}
+		}
+		v.Set(out)
+		return nil
+	case reflect.Map:
+		return s.decodeMap(key, raw, v)
+	case reflect.Struct:
+		m, ok := raw.(map[string]any)
+		if !ok {
+			return s.errAt(key, "want a table, got %s", describe(raw))
+		}
+		return s.decodeStruct(key, m, v)
+	case reflect.Pointer:
+		if v.IsNil() {
+			v.Set(reflect.New(v.Type().Elem()))
+		}
+		return s.decodeValue(key, raw, v.Elem())
+	}
+	return s.errAt(key, "internal: unsupported field type %s", v.Type())
+}
+
+// decodeWritten decodes the types written in a form of their own: a Duration string, a Size (an integer
+// here; a string goes to its UnmarshalText), an encoding.TextUnmarshaler string. done is false for other
+// types.
+func (s *Section) decodeWritten(key string, raw any, v reflect.Value) (done bool, err error) {
 	if v.Type() == durationType {
 		str, ok := raw.(string)
 		if !ok {
-			return s.errAt(key, "want a duration string such as \"30s\", got %s", describe(raw))
+			return true, s.errAt(key, "want a duration string such as \"30s\", got %s", describe(raw))
 		}
 		d, err := ParseDuration(str)
 		if err != nil {
-			return s.errAt(key, "%v", err)
+			return true, s.errAt(key, "%v", err)
 		}
 		v.SetInt(int64(d))
-		return nil
+		return true, nil
 	}
 	if n, ok := raw.(int64); ok && v.Type() == sizeType {
 		if n < 0 {
-			return s.errAt(key, "size must not be negative")
+			return true, s.errAt(key, "size must not be negative")
 		}
 		v.SetInt(n)
-		return nil
+		return true, nil
 	}
 	if v.CanAddr() && v.Addr().Type().Implements(textUnmarshalerType) {
 		str, ok := raw.(string)
 		if !ok {
-			return s.errAt(key, "want a string, got %s", describe(raw))
+			return true, s.errAt(key, "want a string, got %s", describe(raw))
 		}
 		if err := v.Addr().Interface().(encoding.TextUnmarshaler).UnmarshalText([]byte(str)); err != nil {
-			return s.errAt(key, "%v", err)
+			return true, s.errAt(key, "%v", err)
 		}
-		return nil
+		return true, nil
 	}
+	return false, nil
+}
+
+// decodeScalar decodes a string, a bool or a number, refusing values out of v's range.
+func (s *Section) decodeScalar(key string, raw any, v reflect.Value) error {
 	switch v.Kind() {
 	case reflect.String:
 		str, ok := raw.(string)
@@ -428,49 +503,28 @@ func (s *Section) decodeValue(key string, raw any, v reflect.Value) error {
 		default:
 			return s.errAt(key, "want a number, got %s", describe(raw))
 		}
-	case reflect.Slice:
-		arr, ok := raw.([]any)
-		if !ok {
-			return s.errAt(key, "want an array, got %s", describe(raw))
+	}
+	return nil
+}
+
+// decodeMap decodes a table into a map with string keys.
+func (s *Section) decodeMap(key string, raw any, v reflect.Value) error {
+	if v.Type().Key().Kind() != reflect.String {
+		return s.errAt(key, "internal: map key must be a string")
+	}
+	m, ok := raw.(map[string]any)
+	if !ok {
+		return s.errAt(key, "want a table, got %s", describe(raw))
+	}
+	if v.IsNil() {
+		v.Set(reflect.MakeMap(v.Type()))
+	}
+	for k, el := range m {
+		ev := reflect.New(v.Type().Elem()).Elem()
+		if err := s.decodeValue(key+"."+k, el, ev); err != nil {
+			return err
 		}
-		out := reflect.MakeSlice(v.Type(), len(arr), len(arr))
-		for i, el := range arr {
-			if err := s.decodeValue(fmt.Sprintf("%s[%d]", key, i), el, out.Index(i)); err != nil {
-				return err
-			}
-		}
-		v.Set(out)
-	case reflect.Map:
-		if v.Type().Key().Kind() != reflect.String {
-			return s.errAt(key, "internal: map key must be a string")
-		}
-		m, ok := raw.(map[string]any)
-		if !ok {
-			return s.errAt(key, "want a table, got %s", describe(raw))
-		}
-		if v.IsNil() {
-			v.Set(reflect.MakeMap(v.Type()))
-		}
-		for k, el := range m {
-			ev := reflect.New(v.Type().Elem()).Elem()
-			if err := s.decodeValue(key+"."+k, el, ev); err != nil {
-				return err
-			}
-			v.SetMapIndex(reflect.ValueOf(k).Convert(v.Type().Key()), ev)
-		}
-	case reflect.Struct:
-		m, ok := raw.(map[string]any)
-		if !ok {
-			return s.errAt(key, "want a table, got %s", describe(raw))
-		}
-		return s.decodeStruct(key, m, v)
-	case reflect.Pointer:
-		if v.IsNil() {
-			v.Set(reflect.New(v.Type().Elem()))
-		}
-		return s.decodeValue(key, raw, v.Elem())
-	default:
-		return s.errAt(key, "internal: unsupported field type %s", v.Type())
+		v.SetMapIndex(reflect.ValueOf(k).Convert(v.Type().Key()), ev)
 	}
 	return nil
 }

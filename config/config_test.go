@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -157,5 +158,30 @@ func TestAbsIsRelativeToTheConfigFile(t *testing.T) {
 	lines, err := f.Section("c").List("inline", nil, "file", "list")
 	if err != nil || len(lines) != 1 || lines[0].Text != "entry" {
 		t.Errorf("relative list file: %v %v", lines, err)
+	}
+}
+
+// TestLocate: a *KeyError from code that validates without the file becomes an *Error at its key and line;
+// an *Error stays as it is; any other error is placed at the table.
+func TestLocate(t *testing.T) {
+	f, err := Parse("t.toml", []byte("[dns]\n\ntimeout = \"0s\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec := f.Section("dns")
+	var ce *Error
+	err = sec.Locate(fmt.Errorf("building: %w", KeyErrorf("timeout", "must be positive")))
+	if !errors.As(err, &ce) || ce.File != "t.toml" || ce.Line != 3 || ce.Key != "dns.timeout" || ce.Msg != "must be positive" {
+		t.Fatalf("Locate(KeyError) = %#v", err)
+	}
+	orig := sec.Errorf("servers", "x")
+	if got := sec.Locate(orig); got != orig {
+		t.Errorf("Locate(*Error) = %v, want it unchanged", got)
+	}
+	if err := sec.Locate(errors.New("plain")); !errors.As(err, &ce) || ce.Key != "dns" || ce.Line != 1 {
+		t.Errorf("Locate(plain) = %#v, want it at the table", err)
+	}
+	if sec.Locate(nil) != nil {
+		t.Error("Locate(nil) != nil")
 	}
 }

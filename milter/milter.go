@@ -2,8 +2,10 @@
 // Sendmail, translates each callback into a call of the policy engine, and turns the engine's decision into the
 // milter reply and header changes. It decides nothing itself.
 //
-// It runs on github.com/d--j/go-milter's raw Server (protocol 6, no-reply and skip flags, macros per stage); see
-// shared/notes/libraries.md for why, and guardedConn for the library's crash we protect against.
+// It runs on github.com/d--j/go-milter's raw Server: unlike emersion/go-milter it negotiates protocol 6,
+// honours the no-reply and skip flags, keeps macros per stage and one handler per MTA connection, and the raw
+// Server (not its mailfilter wrapper) lets moat answer at RCPT as well as at end of message. The library does
+// not recover from panics: see guardedConn for the crash we protect against.
 package milter
 
 import (

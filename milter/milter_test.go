@@ -15,7 +15,8 @@ import (
 
 	"github.com/moatmail/moat/config"
 	"github.com/moatmail/moat/policy"
-	_ "github.com/moatmail/moat/test/testcheck"
+	"github.com/moatmail/moat/policy/policytest"
+	_ "github.com/moatmail/moat/test/scriptedcheck"
 )
 
 // syncBuffer is a log sink the test reads while the server writes.
@@ -70,7 +71,7 @@ func mustServe(t testing.TB, toml string) *testServer {
 	}
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
-	eng, err := policy.Build(f, log)
+	eng, err := policy.Build(f, log, policytest.Services())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -385,7 +386,7 @@ func TestSwapUsesNewEngineForNewConnections(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eng, err := policy.Build(f, nil)
+	eng, err := policy.Build(f, nil, policytest.Services())
 	if err != nil {
 		t.Fatal(err)
 	}

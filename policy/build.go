@@ -60,15 +60,15 @@ type entry struct {
 }
 
 // Build builds an engine from a configuration file: it validates the top-level tables, the [policy] table and
-// every [checks.NAME] table, and sets up the enabled checks in Order.
-func Build(f *config.File, logger *slog.Logger) (*Engine, error) {
+// every [checks.NAME] table, and sets up the enabled checks in Order, handing them the services svc.
+func Build(f *config.File, logger *slog.Logger, svc Services) (*Engine, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
 	if err := checkOrder(); err != nil {
 		return nil, err
 	}
-	if err := checkTopLevel(f); err != nil {
+	if err := checkTopLevel(f, svc.knownTables()); err != nil {
 		return nil, err
 	}
 	st, err := loadSettings(f)
@@ -85,7 +85,7 @@ func Build(f *config.File, logger *slog.Logger) (*Engine, error) {
 	e := &Engine{
 		Settings: st,
 		params:   Params{DryRun: st.DryRun, TagScore: st.TagScore, QuarantineScore: st.QuarantineScore, RejectScore: st.RejectScore},
-		env:      NewEnv(f, logger),
+		env:      NewEnv(f, logger, svc),
 		log:      logger,
 	}
 	for _, name := range Order {
@@ -111,8 +111,7 @@ func Build(f *config.File, logger *slog.Logger) (*Engine, error) {
 }
 
 // checkTopLevel refuses a top-level table moat does not know (a typo would otherwise be ignored silently).
-func checkTopLevel(f *config.File) error {
-	known := knownSections()
+func checkTopLevel(f *config.File, known []string) error {
 	for _, k := range f.TopKeys() {
 		if !contains(known, k) {
 			return &config.Error{File: f.Path, Line: f.LineOf(k), Key: k,

@@ -11,6 +11,13 @@
 // the milter asks the MTA only for the stages some check needs. A check never talks to the MTA: it returns
 // [Finding]s, and only [Analyze] decides the answer.
 //
+// # Services
+//
+// What checks share is built by the composition root (cmd/moat) and handed to [Build] as [Services]: the DNS
+// resolver from [dns], the state store from [store]. A check asks its [Env] for them (Env.Resolver,
+// Env.Store); each is built the first time a check of the configuration asks, once per configuration, and
+// closed when the configuration is retired. Those packages sit below policy and never import it.
+//
 // # Transactions
 //
 // A [Transaction] drives one SMTP session through an [Engine] stage by stage (connect, HELO, MAIL, RCPT, the

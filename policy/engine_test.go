@@ -54,15 +54,27 @@ var fakes = map[string]Check{}
 
 func init() {
 	for _, n := range []string{"relay", "senderlists", "dnsbl", "spf", "greylist", "dmarc", "clamd", "spamd"} {
-		Register(n, func(sec *config.Section, _ *Env) (Check, error) {
+		Register(n, func(sec *config.Section, env *Env) (Check, error) {
 			var c struct {
-				Flag string `toml:"flag"`
+				Flag        string `toml:"flag"`
+				UseResolver bool   `toml:"use_resolver"` // ask the Env for the resolver, as the DNS checks do
+				UseStore    bool   `toml:"use_store"`    // ask the Env for the store, as greylisting does
 			}
 			if err := sec.Decode(&c); err != nil {
 				return nil, err
 			}
 			if c.Flag == "bad" {
 				return nil, sec.Errorf("flag", "bad flag")
+			}
+			if c.UseResolver {
+				if _, err := env.Resolver(); err != nil {
+					return nil, err
+				}
+			}
+			if c.UseStore {
+				if _, err := env.Store(); err != nil {
+					return nil, err
+				}
 			}
 			return fakes[sec.Path()[len("checks."):]], nil
 		})
@@ -82,7 +94,7 @@ func mustEngine(t *testing.T, toml string, checks map[string]Check) (*Engine, *b
 		t.Fatal(err)
 	}
 	var logs bytes.Buffer
-	e, err := Build(f, slog.New(slog.NewTextHandler(&logs, nil)))
+	e, err := Build(f, slog.New(slog.NewTextHandler(&logs, nil)), Services{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,7 +264,7 @@ func TestBuildErrorsNameFileLineAndKey(t *testing.T) {
 			fakes = map[string]Check{"relay": fakeRcpt{&fake{name: "relay", kind: KindAccess}}}
 			f, err := config.Parse("moat.toml", []byte(tt.toml))
 			if err == nil {
-				_, err = Build(f, nil)
+				_, err = Build(f, nil, Services{})
 			}
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("got error %v, want one containing %q", err, tt.want)
@@ -308,28 +320,6 @@ func TestConnectStageFactsSurviveNewMessage(t *testing.T) {
 	}
 }
 
-func TestSharedServiceBuildMayRegisterClosers(t *testing.T) {
-	env := NewEnv(nil, nil)
-	closed := 0
-	builds := 0
-	for i := 0; i < 3; i++ {
-		v, err := env.Shared("svc", func() (any, error) {
-			builds++
-			env.OnClose(func() error { closed++; return nil })
-			return "service", nil
-		})
-		if err != nil || v != "service" {
-			t.Fatalf("Shared = %v, %v", v, err)
-		}
-	}
-	if builds != 1 {
-		t.Errorf("built %d times, want once", builds)
-	}
-	if err := env.close(); err != nil || closed != 1 {
-		t.Errorf("close: %v, closers run %d times", err, closed)
-	}
-}
-
 func TestEveryIncomingSpamHeaderIsRemoved(t *testing.T) {
 	e, _ := mustEngine(t, "", nil)
 	s := newTestSession()
@@ -368,7 +358,7 @@ func TestThresholdsValidated(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := Build(f, nil); err == nil || !strings.Contains(err.Error(), want) {
+		if _, err := Build(f, nil, Services{}); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: got %v, want %q", toml, err, want)
 		}
 	}
@@ -394,7 +384,7 @@ func TestChecksKnowTheyRunInDryRun(t *testing.T) {
 	for _, toml := range []string{"[checks.greylist]\n", "[checks.greylist]\ndry_run = true\n"} {
 		fakes = map[string]Check{"greylist": ctxRcpt{name: "greylist", f: func(ctx context.Context) { seen = append(seen, InDryRun(ctx)) }}}
 		f, _ := config.Parse("moat.toml", []byte(toml))
-		e, err := Build(f, nil)
+		e, err := Build(f, nil, Services{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -424,7 +414,7 @@ func TestCheckIgnoringItsDeadlineIsAbandoned(t *testing.T) {
 	defer close(release)
 	fakes = map[string]Check{"greylist": ctxRcpt{name: "greylist", f: func(context.Context) { <-release }}}
 	f, _ := config.Parse("moat.toml", []byte("[checks.greylist]\ntimeout = \"50ms\"\n"))
-	e, err := Build(f, nil)
+	e, err := Build(f, nil, Services{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -450,7 +440,7 @@ func TestOneDeadlinePerStage(t *testing.T) {
 	}
 	fakes = map[string]Check{"relay": wait("relay"), "senderlists": wait("senderlists"), "greylist": wait("greylist")}
 	f, _ := config.Parse("moat.toml", []byte("[policy]\nstage_timeout = \"100ms\"\n[checks.relay]\n[checks.senderlists]\n[checks.greylist]\n"))
-	e, err := Build(f, nil)
+	e, err := Build(f, nil, Services{})
 	if err != nil {
 		t.Fatal(err)
 	}

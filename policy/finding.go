@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/moatmail/moat/policy/action"
 )
 
 // Verdict is what a finding asks the policy step to do. Verdicts are ranked: when findings disagree, the
@@ -144,4 +146,19 @@ func Rejectf(status Status, reason string, code int, enhanced, format string, ar
 func Tempfailf(status Status, reason string, code int, enhanced, format string, args ...any) Finding {
 	return Finding{Status: status, Verdict: Tempfail, Reason: reason,
 		Reply: Reply{Code: code, Enhanced: enhanced, Text: fmt.Sprintf(format, args...)}}
+}
+
+// ApplyAction sets the finding's verdict, reply and score from a configured action. rej and temp are the
+// replies used when the action rejects or tempfails.
+func (f *Finding) ApplyAction(a action.Action, rej, temp Reply) {
+	switch a.Kind {
+	case action.Reject:
+		f.Verdict, f.Reply = Reject, rej
+	case action.Tempfail:
+		f.Verdict, f.Reply = Tempfail, temp
+	case action.Quarantine:
+		f.Verdict = Quarantine
+	case action.Score:
+		f.Score, f.Scored = a.Score, true
+	}
 }

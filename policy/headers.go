@@ -110,7 +110,7 @@ func authservIDOf(v string) string {
 	}
 	v = strings.TrimSpace(v)
 	if strings.HasPrefix(v, `"`) {
-		// authserv-id is a value: a quoted string names the same id (../rfc/8601 section 2.2).
+		// authserv-id is a value: a quoted string names the same id (RFC 8601 section 2.2).
 		var b strings.Builder
 		for i := 1; i < len(v); i++ {
 			switch c := v[i]; c {

@@ -7,7 +7,8 @@ package policy
 //     anti-spam checks after it can be skipped;
 //   - then the DNS checks (DNSBL, rDNS, SPF), whose results greylisting and DMARC read;
 //   - greylisting after SPF (it groups SPF-passing senders by domain) and after the DNSWL;
-//   - at end of message DKIM verification before DMARC (DMARC reads its results); DKIM signing last. The
+//   - at end of message DKIM verification before DMARC (DMARC reads its results); DKIM signing last of the
+//     message checkers, after the attachment check. The
 //     scanners (clamd, spamd) run after all message checkers, in parallel with each other.
 //
 // The configuration file turns checks on and off; it never changes this order.

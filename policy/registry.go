@@ -2,8 +2,6 @@ package policy
 
 import (
 	"fmt"
-	"log/slog"
-	"sort"
 	"sync"
 
 	"github.com/moatmail/moat/config"
@@ -17,7 +15,6 @@ type SetupFunc func(sec *config.Section, env *Env) (Check, error)
 var (
 	regMu    sync.Mutex
 	registry = map[string]SetupFunc{}
-	sections = map[string]bool{"milter": true, "policy": true, "log": true, "checks": true}
 )
 
 // Register makes a check available under name. Call it from the check package's init(). The name must also
@@ -31,14 +28,6 @@ func Register(name string, setup SetupFunc) {
 	registry[name] = setup
 }
 
-// RegisterSection declares a top-level configuration table used by a shared service (e.g. "dns" for the
-// resolver, "store" for the state store), so that configuration validation knows it.
-func RegisterSection(name string) {
-	regMu.Lock()
-	defer regMu.Unlock()
-	sections[name] = true
-}
-
 // Registered lists the registered check names in run order.
 func Registered() []string {
 	regMu.Lock()
@@ -50,77 +39,6 @@ func Registered() []string {
 		}
 	}
 	return out
-}
-
-func knownSections() []string {
-	regMu.Lock()
-	defer regMu.Unlock()
-	out := make([]string, 0, len(sections))
-	for s := range sections {
-		out = append(out, s)
-	}
-	sort.Strings(out)
-	return out
-}
-
-// Env gives checks what they share: the configuration file (for service tables such as [dns]), the logger,
-// and services built once per configuration (the resolver, the state store) through Shared.
-type Env struct {
-	Config *config.File
-	Logger *slog.Logger
-
-	mu      sync.Mutex
-	shared  map[string]*sharedService
-	closers []func() error
-}
-
-// NewEnv returns an environment for building checks from f.
-func NewEnv(f *config.File, logger *slog.Logger) *Env {
-	if logger == nil {
-		logger = slog.Default()
-	}
-	return &Env{Config: f, Logger: logger, shared: map[string]*sharedService{}}
-}
-
-// Shared returns the service stored under key, building it with build the first time; concurrent callers
-// wait for that one build. build may call OnClose (and Shared for other keys): no lock is held while it runs.
-func (e *Env) Shared(key string, build func() (any, error)) (any, error) {
-	e.mu.Lock()
-	sh, ok := e.shared[key]
-	if !ok {
-		sh = &sharedService{}
-		e.shared[key] = sh
-	}
-	e.mu.Unlock()
-	sh.once.Do(func() { sh.v, sh.err = build() })
-	return sh.v, sh.err
-}
-
-type sharedService struct {
-	once sync.Once
-	v    any
-	err  error
-}
-
-// OnClose registers f to run when the configuration is retired.
-func (e *Env) OnClose(f func() error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.closers = append(e.closers, f)
-}
-
-func (e *Env) close() error {
-	e.mu.Lock()
-	closers := e.closers
-	e.closers = nil
-	e.mu.Unlock()
-	var first error
-	for i := len(closers) - 1; i >= 0; i-- {
-		if err := closers[i](); err != nil && first == nil {
-			first = err
-		}
-	}
-	return first
 }
 
 func lookupSetup(name string) (SetupFunc, bool) {

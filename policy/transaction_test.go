@@ -12,7 +12,7 @@ import (
 
 	"github.com/moatmail/moat/policy"
 	"github.com/moatmail/moat/policy/policytest"
-	_ "github.com/moatmail/moat/test/testcheck"
+	_ "github.com/moatmail/moat/test/scriptedcheck"
 )
 
 // syncBuffer is a log destination the engine's goroutines may write to while the test reads it.
@@ -43,7 +43,7 @@ panic_body = "PANIC-NOW"
 func newTx(t *testing.T, sp policy.SpoolSettings) (*policy.Transaction, *syncBuffer) {
 	t.Helper()
 	logs := &syncBuffer{}
-	e, err := policy.Build(policytest.Parse(t, txConfig), slog.New(slog.NewTextHandler(logs, nil)))
+	e, err := policy.Build(policytest.Parse(t, txConfig), slog.New(slog.NewTextHandler(logs, nil)), policytest.Services())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -14,7 +15,6 @@ import (
 	"time"
 
 	"github.com/moatmail/moat/config"
-	"github.com/moatmail/moat/policy"
 	"github.com/moatmail/moat/test/stack"
 )
 
@@ -35,7 +35,7 @@ func passTriplet(t *testing.T, st Store, r GreyRequest) {
 }
 
 func runSuiteReview(t *testing.T, open func(t *testing.T) Store) {
-	// Review bug 1: a network that earned auto-whitelisting is not greylisted again when its next sender
+	// A network that earned auto-whitelisting is not greylisted again when its next sender
 	// passes SPF (the client key becomes spf:DOMAIN), and passes under an spf: key count for the network.
 	t.Run("AutoWhitelistNetworkAndSPF", func(t *testing.T) {
 		st := open(t)
@@ -76,7 +76,7 @@ func runSuiteReview(t *testing.T, open func(t *testing.T) Store) {
 		expectOutcome(t, st, netReq("spf:big.example", "203.0.113.0/24", "z@big.example", now), GreyWhitelisted)
 	})
 
-	// Review bug 8: listing filters, sorts and limits in the store; an ID prefix selects by range.
+	// Listing filters, sorts and limits in the store; an ID prefix selects by range.
 	t.Run("GreyList", func(t *testing.T) {
 		st := open(t)
 		ctx := context.Background()
@@ -134,7 +134,7 @@ func runSuiteReview(t *testing.T, open func(t *testing.T) Store) {
 	})
 }
 
-// Review bug 6 of [store]: redis_db is checked against the server's number of databases.
+// [store] redis_db is checked against the server's number of databases.
 func TestDecodeRedisDB(t *testing.T) {
 	for _, tc := range []struct{ toml, wantErr string }{
 		{"redis_db = 15\n", ""},
@@ -153,7 +153,7 @@ func TestDecodeRedisDB(t *testing.T) {
 	}
 }
 
-// Review bug 2: a Redis server that refuses the connection's set-up (wrong password, a database it does not
+// A Redis server that refuses the connection's set-up (wrong password, a database it does not
 // have) is a configuration error at the key, not a warning; a server that is merely down is a warning.
 func TestRedisReplyErrorIsConfigError(t *testing.T) {
 	srv := stack.StartRedis(t)
@@ -173,9 +173,9 @@ func TestRedisReplyErrorIsConfigError(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, err = FromEnv(policy.NewEnv(f, nil))
+			_, err = fromConfig(t, f)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("FromEnv = %v, want an error containing %q", err, tc.want)
+				t.Fatalf("FromConfig = %v, want an error containing %q", err, tc.want)
 			}
 			if _, err := Load(context.Background(), f); err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("Load = %v, want an error containing %q", err, tc.want)
@@ -184,7 +184,7 @@ func TestRedisReplyErrorIsConfigError(t *testing.T) {
 	}
 	t.Run("right password", func(t *testing.T) {
 		f, _ := config.Parse("t.toml", []byte("[store]\nbackend = \"redis\"\nredis_addr = \""+srv.Addr+"\"\nredis_password = \"s3cret\"\nredis_db = 3\n"))
-		st, err := FromEnv(policy.NewEnv(f, nil))
+		st, err := fromConfig(t, f)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -192,13 +192,13 @@ func TestRedisReplyErrorIsConfigError(t *testing.T) {
 	})
 	t.Run("server down is not a config error", func(t *testing.T) {
 		f, _ := config.Parse("t.toml", []byte(fmt.Sprintf("[store]\nbackend = \"redis\"\nredis_addr = \"127.0.0.1:%d\"\nredis_timeout = \"300ms\"\n", stack.FreePort(t))))
-		if _, err := FromEnv(policy.NewEnv(f, nil)); err != nil {
-			t.Fatalf("FromEnv with the server down = %v, want a store that retries later", err)
+		if _, err := fromConfig(t, f); err != nil {
+			t.Fatalf("FromConfig with the server down = %v, want a store that retries later", err)
 		}
 	})
 }
 
-// Review bug 5: the greylisting script is never resent. A proxy in front of the real server lets the script
+// The greylisting script is never resent. A proxy in front of the real server lets the script
 // through but drops the server's reply and closes the connection, as a connection lost after the server ran
 // the script. go-redis retries a command that met EOF; for the script that would run it a second time and
 // count two attempts for one (go-redis v9.23 does not retry after a read timeout, but does after EOF).
@@ -272,7 +272,7 @@ func startDropProxy(t *testing.T, target string) *dropProxy {
 	return px
 }
 
-// Review bug 3: a relative path is relative to the configuration file, whatever the working directory;
+// A relative path is relative to the configuration file, whatever the working directory;
 // command-line tools never create the database, and say which absolute path they looked at.
 func TestRelativePath(t *testing.T) {
 	confDir, elsewhere := t.TempDir(), t.TempDir()
@@ -303,7 +303,7 @@ func TestRelativePath(t *testing.T) {
 		t.Fatal("Load created the database")
 	}
 
-	st, err := FromEnv(policy.NewEnv(f, nil))
+	st, closeStore, err := FromConfig(f, slog.Default())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,7 +311,7 @@ func TestRelativePath(t *testing.T) {
 		t.Fatalf("serve opened %s, want %s", p, want)
 	}
 	expectOutcome(t, st, req("192.0.2.0/24", "a@example.com", "b@example.org", t0), GreyNew)
-	st.Close()
+	closeStore()
 	if _, err := os.Stat(filepath.Join(elsewhere, "state", "moat.db")); err == nil {
 		t.Fatal("a database was created in the working directory")
 	}
@@ -350,4 +350,13 @@ func TestRedisErrorKey(t *testing.T) {
 			t.Errorf("redisErrorKey(%v) = %q, want %q", tc.err, got, tc.want)
 		}
 	}
+}
+
+// fromConfig opens the daemon's store from f and closes it when the test ends.
+func fromConfig(t *testing.T, f *config.File) (Store, error) {
+	st, closeStore, err := FromConfig(f, slog.Default())
+	if err == nil {
+		t.Cleanup(func() { closeStore() })
+	}
+	return st, err
 }

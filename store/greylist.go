@@ -121,7 +121,7 @@ func (r GreyRequest) networkKey() string {
 }
 
 // decide is the greylisting state machine, shared by the SQLite backend (which runs it inside a write
-// transaction) and mirrored line by line in the Redis backend's Lua script. rec is the stored triplet, cl the
+// transaction) and mirrored step by step in the Redis backend's Lua script. rec is the stored triplet, cl the
 // auto-whitelist record of the client key and ncl that of the network key (when the request has one); nil
 // when absent. The returned records are what to write (nil: leave unchanged).
 //
@@ -147,75 +147,22 @@ func decide(rec *GreyEntry, cl, ncl *ClientEntry, req GreyRequest) (newRec *Grey
 	listed := func(c *ClientEntry) bool { return p.AutoWhitelist > 0 && c != nil && c.Count >= p.AutoWhitelist }
 	if listed(cl) || listed(ncl) {
 		res = GreyResult{Outcome: GreyWhitelisted}
-		touch := func(c *ClientEntry) *ClientEntry {
-			if c == nil {
-				return nil
-			}
-			n := *c
-			n.LastSeen, n.Expires = now, now.Add(p.Expiry)
-			res.ClientCount = max(res.ClientCount, n.Count)
-			return &n
-		}
-		newCl, newNCl = touch(cl), touch(ncl)
+		newCl, newNCl = touchClient(cl, req, &res), touchClient(ncl, req, &res)
 		return nil, newCl, newNCl, res
 	}
-	var e GreyEntry
-	if rec == nil {
-		e = GreyEntry{ID: req.ID(), Triplet: req.Triplet, State: GreyPending, FirstSeen: now, Attempts: 1,
-			Expires: now.Add(p.Window)}
-		res.Outcome = GreyNew
-	} else {
-		e = *rec
-		switch {
-		case e.State == GreyPending && now.Before(e.FirstSeen.Add(p.Delay)):
-			e.Attempts++
-			res.Outcome = GreyEarly
-		case e.State == GreyPending:
-			e.Attempts++
-			e.State, e.PassedAt, e.Passes = GreyPassed, now, 1
-			e.Expires = now.Add(p.Expiry)
-			res.Outcome = GreyFirstPass
-		case e.Passes == 0: // released by an operator: this is the first message through
-			e.Passes = 1
-			e.Expires = now.Add(p.Expiry)
-			res.Outcome = GreyFirstPass
-		default:
-			e.Passes++
-			e.Expires = now.Add(p.Expiry)
-			res.Outcome = GreyKnown
-		}
-	}
-	e.LastSeen, e.IP, e.Helo = now, req.IP, req.Helo
+	e, outcome := advanceTriplet(rec, req)
+	res.Outcome = outcome
 	switch res.Outcome {
 	case GreyNew, GreyEarly:
 		res.Wait = e.FirstSeen.Add(p.Delay).Sub(now)
 	case GreyFirstPass:
 		res.Delayed = now.Sub(e.FirstSeen)
 	}
-	count := func(cl *ClientEntry, key string) *ClientEntry {
-		var c ClientEntry
-		if cl == nil {
-			c = ClientEntry{Client: key, Count: 1, LastCount: now}
-			if res.Outcome != GreyFirstPass {
-				c.Count, c.LastCount = 0, time.Time{}
-			}
-		} else {
-			c = *cl
-			// Only a triplet passing for the first time counts (N different triplets); a known one keeps
-			// the record alive.
-			if res.Outcome == GreyFirstPass && !now.Before(c.LastCount.Add(p.AutoWhitelistInterval)) {
-				c.Count++
-				c.LastCount = now
-			}
-		}
-		c.LastSeen, c.Expires = now, now.Add(p.Expiry)
-		return &c
-	}
 	if res.Pass() && p.AutoWhitelist > 0 {
-		newCl = count(cl, req.Client)
+		newCl = countClient(cl, req.Client, res.Outcome, req)
 		res.ClientCount = newCl.Count
 		if nk := req.networkKey(); nk != "" {
-			newNCl = count(ncl, nk)
+			newNCl = countClient(ncl, nk, res.Outcome, req)
 			res.ClientCount = max(res.ClientCount, newNCl.Count)
 		}
 	} else {
@@ -228,6 +175,76 @@ func decide(rec *GreyEntry, cl, ncl *ClientEntry, req GreyRequest) (newRec *Grey
 	}
 	res.Entry = e
 	return &e, newCl, newNCl, res
+}
+
+// touchClient keeps an auto-whitelisted client's record alive (nil stays nil) and raises res.ClientCount to
+// its count.
+func touchClient(c *ClientEntry, req GreyRequest, res *GreyResult) *ClientEntry {
+	if c == nil {
+		return nil
+	}
+	n := *c
+	n.LastSeen, n.Expires = req.Now, req.Now.Add(req.Params.Expiry)
+	res.ClientCount = max(res.ClientCount, n.Count)
+	return &n
+}
+
+// advanceTriplet moves the triplet's live record rec (nil: none) on by one attempt and says what the attempt
+// is: new, early, first pass or known.
+func advanceTriplet(rec *GreyEntry, req GreyRequest) (GreyEntry, GreyOutcome) {
+	now, p := req.Now, req.Params
+	var e GreyEntry
+	var outcome GreyOutcome
+	if rec == nil {
+		e = GreyEntry{ID: req.ID(), Triplet: req.Triplet, State: GreyPending, FirstSeen: now, Attempts: 1,
+			Expires: now.Add(p.Window)}
+		outcome = GreyNew
+	} else {
+		e = *rec
+		switch {
+		case e.State == GreyPending && now.Before(e.FirstSeen.Add(p.Delay)):
+			e.Attempts++
+			outcome = GreyEarly
+		case e.State == GreyPending:
+			e.Attempts++
+			e.State, e.PassedAt, e.Passes = GreyPassed, now, 1
+			e.Expires = now.Add(p.Expiry)
+			outcome = GreyFirstPass
+		case e.Passes == 0: // released by an operator: this is the first message through
+			e.Passes = 1
+			e.Expires = now.Add(p.Expiry)
+			outcome = GreyFirstPass
+		default:
+			e.Passes++
+			e.Expires = now.Add(p.Expiry)
+			outcome = GreyKnown
+		}
+	}
+	e.LastSeen, e.IP, e.Helo = now, req.IP, req.Helo
+	return e, outcome
+}
+
+// countClient returns the auto-whitelist record of the client (or network) key after a passing attempt:
+// created if missing, its count raised when a triplet passes for the first time.
+func countClient(cl *ClientEntry, key string, outcome GreyOutcome, req GreyRequest) *ClientEntry {
+	now, p := req.Now, req.Params
+	var c ClientEntry
+	if cl == nil {
+		c = ClientEntry{Client: key, Count: 1, LastCount: now}
+		if outcome != GreyFirstPass {
+			c.Count, c.LastCount = 0, time.Time{}
+		}
+	} else {
+		c = *cl
+		// Only a triplet passing for the first time counts (N different triplets); a known one keeps the
+		// record alive.
+		if outcome == GreyFirstPass && !now.Before(c.LastCount.Add(p.AutoWhitelistInterval)) {
+			c.Count++
+			c.LastCount = now
+		}
+	}
+	c.LastSeen, c.Expires = now, now.Add(p.Expiry)
+	return &c
 }
 
 // finishResult fills Wait and Delayed from an entry, for backends that compute the state elsewhere.

@@ -14,7 +14,6 @@ import (
 
 // Redis is the shared backend. Keys (after the configured prefix):
 //
-//	kv:KEY            string, native expiry
 //	grey:t:ID         hash of one triplet, native expiry (pending: window; passed: expiry)
 //	grey:c:CLIENT     hash of one client key's auto-whitelist count, native expiry
 type Redis struct {
@@ -61,11 +60,9 @@ func (r *Redis) Ping(ctx context.Context) error {
 // Close closes the connection pool.
 func (r *Redis) Close() error { return errors.Join(r.rdb.Close(), r.script.Close()) }
 
-func (r *Redis) kvKey(k string) string          { return r.prefix + "kv:" + k }
-func (r *Redis) tripletKey(id string) string    { return r.prefix + "grey:t:" + id }
-func (r *Redis) clientKey(c string) string      { return r.prefix + "grey:c:" + c }
-func (r *Redis) tripletPattern() string         { return escapeGlob(r.prefix+"grey:t:") + "*" }
-func (r *Redis) kvPattern(prefix string) string { return escapeGlob(r.kvKey(prefix)) + "*" }
+func (r *Redis) tripletKey(id string) string { return r.prefix + "grey:t:" + id }
+func (r *Redis) clientKey(c string) string   { return r.prefix + "grey:c:" + c }
+func (r *Redis) tripletPattern() string      { return escapeGlob(r.prefix+"grey:t:") + "*" }
 
 // escapeGlob quotes the glob characters of a SCAN MATCH pattern.
 func escapeGlob(s string) string {
@@ -77,48 +74,6 @@ func escapeGlob(s string) string {
 		b.WriteRune(c)
 	}
 	return b.String()
-}
-
-// Get implements Store.
-func (r *Redis) Get(ctx context.Context, key string) ([]byte, error) {
-	v, err := r.rdb.Get(ctx, r.kvKey(key)).Bytes()
-	if errors.Is(err, redis.Nil) {
-		return nil, ErrNotFound
-	}
-	if err != nil {
-		return nil, fmt.Errorf("store: get: %w", err)
-	}
-	return v, nil
-}
-
-// Set implements Store.
-func (r *Redis) Set(ctx context.Context, key string, value []byte, ttl time.Duration) error {
-	if err := r.rdb.Set(ctx, r.kvKey(key), value, ttl).Err(); err != nil {
-		return fmt.Errorf("store: set: %w", err)
-	}
-	return nil
-}
-
-// Delete implements Store.
-func (r *Redis) Delete(ctx context.Context, key string) error {
-	if err := r.rdb.Del(ctx, r.kvKey(key)).Err(); err != nil {
-		return fmt.Errorf("store: delete: %w", err)
-	}
-	return nil
-}
-
-// Keys implements Store.
-func (r *Redis) Keys(ctx context.Context, prefix string) ([]string, error) {
-	var out []string
-	it := r.rdb.Scan(ctx, 0, r.kvPattern(prefix), 1000).Iterator()
-	for it.Next(ctx) {
-		out = append(out, strings.TrimPrefix(it.Val(), r.kvKey("")))
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("store: keys: %w", err)
-	}
-	sort.Strings(out)
-	return out, nil
 }
 
 // greylistScript is decide() in Lua, run atomically by the server. Times are milliseconds since the epoch,

@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
@@ -46,12 +45,6 @@ CREATE TABLE IF NOT EXISTS greylist_clients (
 	expires    INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS greylist_clients_expires ON greylist_clients(expires);
-CREATE TABLE IF NOT EXISTS kv (
-	key     TEXT PRIMARY KEY,
-	value   BLOB NOT NULL,
-	expires INTEGER NOT NULL DEFAULT 0
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS kv_expires ON kv(expires) WHERE expires > 0;
 `
 
 // OpenSQLite opens (creating if needed) the database at path in WAL mode. With full, every commit is synced
@@ -132,68 +125,6 @@ func (s *SQLite) IntegrityCheck(ctx context.Context) error {
 		return fmt.Errorf("store: integrity check: %s", res)
 	}
 	return nil
-}
-
-// Get implements Store.
-func (s *SQLite) Get(ctx context.Context, key string) ([]byte, error) {
-	var v []byte
-	err := s.db.QueryRowContext(ctx, "SELECT value FROM kv WHERE key = ? AND (expires = 0 OR expires > ?)",
-		key, time.Now().UnixMilli()).Scan(&v)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, ErrNotFound
-	}
-	if err != nil {
-		return nil, fmt.Errorf("store: get: %w", err)
-	}
-	return v, nil
-}
-
-// Set implements Store.
-func (s *SQLite) Set(ctx context.Context, key string, value []byte, ttl time.Duration) error {
-	var exp int64
-	if ttl > 0 {
-		exp = time.Now().Add(ttl).UnixMilli()
-	}
-	if value == nil {
-		value = []byte{}
-	}
-	_, err := s.db.ExecContext(ctx, `INSERT INTO kv (key, value, expires) VALUES (?, ?, ?)
-		ON CONFLICT(key) DO UPDATE SET value = excluded.value, expires = excluded.expires`, key, value, exp)
-	if err != nil {
-		return fmt.Errorf("store: set: %w", err)
-	}
-	return nil
-}
-
-// Delete implements Store.
-func (s *SQLite) Delete(ctx context.Context, key string) error {
-	if _, err := s.db.ExecContext(ctx, "DELETE FROM kv WHERE key = ?", key); err != nil {
-		return fmt.Errorf("store: delete: %w", err)
-	}
-	return nil
-}
-
-// Keys implements Store.
-func (s *SQLite) Keys(ctx context.Context, prefix string) ([]string, error) {
-	rows, err := s.db.QueryContext(ctx, "SELECT key FROM kv WHERE (expires = 0 OR expires > ?) AND substr(CAST(key AS BLOB), 1, ?) = CAST(? AS BLOB) ORDER BY key",
-		time.Now().UnixMilli(), len(prefix), prefix)
-	if err != nil {
-		return nil, fmt.Errorf("store: keys: %w", err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var k string
-		if err := rows.Scan(&k); err != nil {
-			return nil, fmt.Errorf("store: keys: %w", err)
-		}
-		out = append(out, k)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("store: keys: %w", err)
-	}
-	sort.Strings(out)
-	return out, nil
 }
 
 const greyColumns = "id, client, sender, rcpt, ip, helo, state, first_seen, last_seen, passed_at, attempts, passes, expires"
@@ -443,7 +374,6 @@ func (s *SQLite) Purge(ctx context.Context, now time.Time) (int, error) {
 	stmts := []string{
 		"DELETE FROM greylist WHERE id IN (SELECT id FROM greylist WHERE expires <= ? LIMIT 1000)",
 		"DELETE FROM greylist_clients WHERE client IN (SELECT client FROM greylist_clients WHERE expires <= ? LIMIT 1000)",
-		"DELETE FROM kv WHERE key IN (SELECT key FROM kv WHERE expires > 0 AND expires <= ? LIMIT 1000)",
 	}
 	for _, q := range stmts {
 		for {

@@ -1,5 +1,6 @@
-// Package store implements moat's state store: a small key/value store with expiry, plus the atomic
-// greylisting decision, behind one [Store] interface with two backends.
+// Package store implements moat's state store: greylisting triplets and client auto-whitelist counts, with
+// the atomic greylisting decision, behind one [Store] interface with two backends. It sits below policy: the
+// composition root (cmd/moat) opens it with [FromConfig] and hands it to the checks.
 //
 // # Backends
 //
@@ -42,34 +43,24 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/moatmail/moat/config"
-	"github.com/moatmail/moat/policy"
 	"github.com/redis/go-redis/v9"
 )
 
-func init() {
-	policy.RegisterSection("store")
-}
+// Table is the top-level configuration table of the store.
+const Table = "store"
 
-// ErrNotFound is returned when a key or entry does not exist (or has expired).
+// ErrNotFound is returned when an entry does not exist (or has expired).
 var ErrNotFound = errors.New("store: not found")
 
 // Store is the state store. All methods are safe for concurrent use.
 type Store interface {
-	// Get returns the value stored under key, or ErrNotFound.
-	Get(ctx context.Context, key string) ([]byte, error)
-	// Set stores value under key; it expires after ttl (never when ttl is 0).
-	Set(ctx context.Context, key string, value []byte, ttl time.Duration) error
-	// Delete removes key; deleting a missing key is not an error.
-	Delete(ctx context.Context, key string) error
-	// Keys lists the live keys that start with prefix, sorted.
-	Keys(ctx context.Context, prefix string) ([]string, error)
-
 	// Greylist makes one greylisting decision for a triplet, atomically: two concurrent first attempts of
 	// the same triplet create exactly one record, and exactly one of them is told it is new.
 	Greylist(ctx context.Context, req GreyRequest) (GreyResult, error)
@@ -294,58 +285,53 @@ func redisErrorKey(err error) string {
 	return ""
 }
 
-// FromEnv returns the configuration's store, opened once per configuration and shared by every check that
-// asks; it closes when the configuration is retired. For SQLite it also starts the purge timer.
-func FromEnv(env *policy.Env) (Store, error) {
-	v, err := env.Shared("store", func() (any, error) {
-		cfg, err := Resolve(env.Config)
-		if err != nil {
-			return nil, err
-		}
-		st, err := Open(context.Background(), cfg)
-		if err != nil {
-			key := "path"
-			if cfg.Backend == "redis" {
-				key = "redis_addr"
-			}
-			return nil, env.Config.Section("store").Errorf(key, "%v", err)
-		}
-		if rs, ok := st.(*Redis); ok {
-			ctx, cancel := context.WithTimeout(context.Background(), cfg.RedisTimeout.D())
-			err := rs.Ping(ctx)
-			cancel()
-			// A server that is down or unreachable may come back (go-redis reconnects), so moat starts and
-			// greylisting applies on_error meanwhile. A server that answers with an error (WRONGPASS, "DB
-			// index is out of range") will answer the same to every decision: that is a configuration error,
-			// and starting anyway would silently turn greylisting off.
-			if key := redisErrorKey(err); key != "" {
-				st.Close()
-				return nil, env.Config.Section("store").Errorf(key, "redis refuses the connection: %v", err)
-			}
-			if err != nil {
-				env.Logger.Warn("store: redis does not answer yet; it will be retried", "addr", cfg.RedisAddr, "err", err)
-			}
-		}
-		stop := func() {}
-		if st.Backend() == "sqlite" && cfg.PurgeInterval > 0 {
-			stop = startPurger(st, cfg.PurgeInterval.D(), func(n int, err error) {
-				if err != nil {
-					env.Logger.Warn("store: purge failed", "err", err)
-				} else if n > 0 {
-					env.Logger.Debug("store: purged expired entries", "n", n)
-				}
-			})
-		}
-		env.OnClose(func() error {
-			stop()
-			return st.Close()
-		})
-		return st, nil
-	})
+// FromConfig opens the store of the [store] table of f for the daemon (and `moat scan`): SQLite creates its
+// database, Redis may be down for now (go-redis reconnects). For SQLite it also starts the purge timer; close
+// stops the timer and closes the store. Errors name the file, line and key.
+func FromConfig(f *config.File, log *slog.Logger) (st Store, close func() error, err error) {
+	cfg, err := Resolve(f)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return v.(Store), nil
+	sec := f.Section(Table)
+	st, err = Open(context.Background(), cfg)
+	if err != nil {
+		key := "path"
+		if cfg.Backend == "redis" {
+			key = "redis_addr"
+		}
+		return nil, nil, sec.Errorf(key, "%v", err)
+	}
+	if rs, ok := st.(*Redis); ok {
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.RedisTimeout.D())
+		err := rs.Ping(ctx)
+		cancel()
+		// A server that is down or unreachable may come back (go-redis reconnects), so moat starts and
+		// greylisting applies on_error meanwhile. A server that answers with an error (WRONGPASS, "DB
+		// index is out of range") will answer the same to every decision: that is a configuration error,
+		// and starting anyway would silently turn greylisting off.
+		if key := redisErrorKey(err); key != "" {
+			st.Close()
+			return nil, nil, sec.Errorf(key, "redis refuses the connection: %v", err)
+		}
+		if err != nil {
+			log.Warn("store: redis does not answer yet; it will be retried", "addr", cfg.RedisAddr, "err", err)
+		}
+	}
+	stop := func() {}
+	if st.Backend() == "sqlite" && cfg.PurgeInterval > 0 {
+		stop = startPurger(st, cfg.PurgeInterval.D(), func(n int, err error) {
+			if err != nil {
+				log.Warn("store: purge failed", "err", err)
+			} else if n > 0 {
+				log.Debug("store: purged expired entries", "n", n)
+			}
+		})
+	}
+	return st, func() error {
+		stop()
+		return st.Close()
+	}, nil
 }
 
 // startPurger runs Purge every interval until the returned stop function is called.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -12,7 +14,6 @@ import (
 	"time"
 
 	"github.com/moatmail/moat/config"
-	"github.com/moatmail/moat/policy"
 	"github.com/moatmail/moat/test/stack"
 )
 
@@ -148,35 +149,34 @@ func TestUnwritableDir(t *testing.T) {
 	}
 }
 
-// TestFromEnv: the store is built once per configuration, shared, and closed when the configuration is
-// retired; the [store] table is known to configuration validation.
-func TestFromEnv(t *testing.T) {
+// TestFromConfig: the daemon's store is opened from [store] (creating the SQLite database) and closed by the
+// close function it returns; a bad value is a *config.Error at its key and line.
+func TestFromConfig(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "env.db")
 	f, err := config.Parse("t.toml", []byte("[store]\npath = \""+path+"\"\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := policy.Build(f, nil); err != nil {
-		t.Fatalf("[store] table not accepted: %v", err)
-	}
-	env := policy.NewEnv(f, nil)
-	a, err := FromEnv(env)
+	st, closeStore, err := FromConfig(f, slog.Default())
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := FromEnv(env)
-	if err != nil || a != b {
-		t.Fatalf("second FromEnv returned %v, %v; want the same store", b, err)
-	}
-	if a.Backend() != "sqlite" || a.(*SQLite).Path() != path {
-		t.Fatalf("backend %s", a.Backend())
+	if st.Backend() != "sqlite" || st.(*SQLite).Path() != path {
+		t.Fatalf("backend %s", st.Backend())
 	}
 	if _, err := os.Stat(path); err != nil {
 		t.Fatalf("database not created: %v", err)
 	}
+	if err := closeStore(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Greylist(context.Background(), req("192.0.2.0/24", "a@example.com", "b@example.org", t0)); err == nil {
+		t.Error("the store still answers after close")
+	}
 	bad, _ := config.Parse("t.toml", []byte("[store]\nbackend = \"x\"\n"))
-	if _, err := FromEnv(policy.NewEnv(bad, nil)); err == nil || !strings.Contains(err.Error(), "t.toml:2: store.backend") {
-		t.Fatalf("FromEnv(bad) = %v", err)
+	var ce *config.Error
+	if _, _, err := FromConfig(bad, slog.Default()); !errors.As(err, &ce) || ce.Line != 2 || ce.Key != "store.backend" {
+		t.Fatalf("FromConfig(bad) = %v, want a *config.Error at t.toml:2 store.backend", err)
 	}
 }
 

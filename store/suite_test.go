@@ -46,69 +46,6 @@ func expectOutcome(t *testing.T, st Store, r GreyRequest, want GreyOutcome) Grey
 
 func runSuite(t *testing.T, open func(t *testing.T) Store) {
 	runSuiteReview(t, open)
-	t.Run("KV", func(t *testing.T) {
-		st := open(t)
-		ctx := context.Background()
-		if _, err := st.Get(ctx, "q/missing"); !errors.Is(err, ErrNotFound) {
-			t.Fatalf("Get missing: err %v, want ErrNotFound", err)
-		}
-		if err := st.Set(ctx, "q/a", []byte("one"), 0); err != nil {
-			t.Fatal(err)
-		}
-		if err := st.Set(ctx, "q/b", []byte("two"), time.Hour); err != nil {
-			t.Fatal(err)
-		}
-		if err := st.Set(ctx, "other/c", []byte("three"), 0); err != nil {
-			t.Fatal(err)
-		}
-		if err := st.Set(ctx, "q/a", []byte("uno"), 0); err != nil {
-			t.Fatal(err)
-		}
-		v, err := st.Get(ctx, "q/a")
-		if err != nil || string(v) != "uno" {
-			t.Fatalf("Get q/a = %q, %v; want uno", v, err)
-		}
-		if err := st.Set(ctx, "ü/x", []byte("u"), 0); err != nil {
-			t.Fatal(err)
-		}
-		if keys, err := st.Keys(ctx, "ü/"); err != nil || fmt.Sprint(keys) != "[ü/x]" {
-			t.Fatalf("Keys(ü/) = %v, %v", keys, err)
-		}
-		if err := st.Set(ctx, "g*[x]/1", []byte("g"), 0); err != nil {
-			t.Fatal(err)
-		}
-		if err := st.Set(ctx, "gz/2", []byte("g"), 0); err != nil {
-			t.Fatal(err)
-		}
-		if keys, err := st.Keys(ctx, "g*["); err != nil || fmt.Sprint(keys) != "[g*[x]/1]" {
-			t.Fatalf("Keys(g*[) = %v, %v: glob characters must match literally", keys, err)
-		}
-		keys, err := st.Keys(ctx, "q/")
-		if err != nil || fmt.Sprint(keys) != "[q/a q/b]" {
-			t.Fatalf("Keys(q/) = %v, %v; want [q/a q/b]", keys, err)
-		}
-		if err := st.Delete(ctx, "q/a"); err != nil {
-			t.Fatal(err)
-		}
-		if err := st.Delete(ctx, "q/a"); err != nil {
-			t.Fatalf("second delete: %v", err)
-		}
-		if _, err := st.Get(ctx, "q/a"); !errors.Is(err, ErrNotFound) {
-			t.Fatalf("Get after delete: %v", err)
-		}
-		// Expiry: a 1 ms value is gone once 50 ms have passed.
-		if err := st.Set(ctx, "q/short", []byte("x"), time.Millisecond); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(50 * time.Millisecond)
-		if _, err := st.Get(ctx, "q/short"); !errors.Is(err, ErrNotFound) {
-			t.Fatalf("Get expired: %v, want ErrNotFound", err)
-		}
-		if keys, _ := st.Keys(ctx, "q/"); fmt.Sprint(keys) != "[q/b]" {
-			t.Fatalf("Keys after expiry = %v, want [q/b]", keys)
-		}
-	})
-
 	t.Run("DelayAndWindow", func(t *testing.T) {
 		st := open(t)
 		r := req("192.0.2.0/24", "alice@example.com", "bob@example.org", t0)

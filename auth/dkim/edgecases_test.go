@@ -122,7 +122,7 @@ func TestKeyFileRelativeToConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := policy.Build(f, nil); err != nil {
+	if _, err := policy.Build(f, nil, policytest.Services()); err != nil {
 		t.Fatalf("key_file relative to %s: %v", path, err)
 	}
 }
@@ -136,7 +136,7 @@ func TestDefaultBufferBounded(t *testing.T) {
 	srv := dnstest.Start(t)
 	srv.Set("slow._domainkey.example.test", dnstest.Timeout)
 	f := policytest.Parse(t, srv.Table("30s")+policytest.Policy+"[checks.dkim]\n")
-	ch, err := setupVerify(f.Section("checks.dkim"), policy.NewEnv(f, nil))
+	ch, err := setupVerify(f.Section("checks.dkim"), policy.NewEnv(f, nil, policytest.Services()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -94,7 +94,7 @@ func setupVerify(sec *config.Section, env *policy.Env) (policy.Check, error) {
 	if ch.temp, err = action.Parse(c.TempError, 1); err != nil {
 		return nil, sec.Errorf("temperror", "%v", err)
 	}
-	if ch.res, err = resolver.FromEnv(env); err != nil {
+	if ch.res, err = env.Resolver(); err != nil {
 		return nil, err
 	}
 	return ch, nil
@@ -227,7 +227,7 @@ func (st *stream) Finish(ctx context.Context) []policy.Finding {
 			pass = append(pass, addr.Domain(v.Domain))
 		}
 	}
-	// ../rfc/6376 section 6.1: a signature that fails is as if absent; with one that passes, the others'
+	// RFC 6376 section 6.1: a signature that fails is as if absent; with one that passes, the others'
 	// failures are recorded but not acted on.
 	act := len(pass) == 0
 	for i, v := range st.verifs {
@@ -284,9 +284,9 @@ func (st *stream) result(status policy.Status, info sigInfo, why string) policy.
 	switch status {
 	case policy.StatusFail, policy.StatusPermError:
 		f.Tests = []string{"DKIM_INVALID"}
-		st.c.fail.Apply(&f, policy.Reply{Code: 550, Enhanced: "5.7.20", Text: "DKIM signature did not verify"}, policy.Reply{})
+		f.ApplyAction(st.c.fail, policy.Reply{Code: 550, Enhanced: "5.7.20", Text: "DKIM signature did not verify"}, policy.Reply{})
 	case policy.StatusTempError:
-		st.c.temp.Apply(&f, policy.Reply{}, policy.Reply{Code: 451, Enhanced: "4.7.0", Text: "DKIM key lookup failed temporarily, please try again later"})
+		f.ApplyAction(st.c.temp, policy.Reply{}, policy.Reply{Code: 451, Enhanced: "4.7.0", Text: "DKIM key lookup failed temporarily, please try again later"})
 	case policy.StatusPass:
 		f.Tests = []string{"DKIM_VALID"}
 	}

@@ -90,7 +90,7 @@ func setup(sec *config.Section, env *policy.Env) (policy.Check, error) {
 		}
 		ch.override[ad] = pol
 	}
-	if ch.res, err = resolver.FromEnv(env); err != nil {
+	if ch.res, err = env.Resolver(); err != nil {
 		return nil, err
 	}
 	return ch, nil
@@ -127,11 +127,40 @@ func Aligned(id, from string, strict bool) bool {
 	return OrgDomain(id) == OrgDomain(from)
 }
 
+// appliedPolicy returns the policy moat applies to a failing message from the domain from, whose record rec
+// asks for pol: less strict outside the pct sample, the operator's override, none with apply_policy off. why
+// says what changed it, for the finding's detail.
+func (c *Check) appliedPolicy(from string, rec *Record, pol Policy) (applied Policy, why string) {
+	applied = pol
+	if rec.Percent < 100 && c.sample() >= rec.Percent {
+		// RFC 7489 section 6.6.4: outside the pct sample, apply the next less strict policy.
+		switch pol {
+		case PolicyReject:
+			applied = PolicyQuarantine
+		case PolicyQuarantine:
+			applied = PolicyNone
+		}
+		why += fmt.Sprintf(" (pct=%d, not sampled: %s)", rec.Percent, applied)
+	}
+	if o, ok := c.override[from]; ok {
+		applied = o
+		why += ", override " + string(o)
+	} else if o, ok := c.override[OrgDomain(from)]; ok {
+		applied = o
+		why += ", override " + string(o)
+	}
+	if !c.apply {
+		applied = PolicyNone
+		why += ", apply_policy off"
+	}
+	return applied, why
+}
+
 // Lookup finds the DMARC record for a From domain: at the domain, else at its organizational domain. It
 // returns the record, the domain it was found at, and an error that is temporary when the DNS failed; a nil
 // record without error means no policy.
 //
-// ../rfc/7489 section 6.6.3: the organizational domain is asked only when the From domain has no DMARC
+// RFC 7489 section 6.6.3: the organizational domain is asked only when the From domain has no DMARC
 // record; several records at the From domain end the discovery there, without policy (step 5).
 func Lookup(ctx context.Context, res *resolver.Resolver, from string) (*Record, string, error) {
 	from, err := addr.DomainASCII(from)
@@ -167,7 +196,7 @@ func lookupAt(ctx context.Context, res *resolver.Resolver, domain string) (*Reco
 		}
 		recs = append(recs, r)
 	}
-	// ../rfc/7489 section 6.6.3 step 5: more than one record, or none, means no policy here.
+	// RFC 7489 section 6.6.3 step 5: more than one record, or none, means no policy here.
 	if len(recs) != 1 {
 		return nil, len(recs), nil
 	}
@@ -189,7 +218,7 @@ func (c *Check) Message(ctx context.Context, s *policy.Session, m policy.Message
 		s.Set(policy.FactDMARCResult, string(policy.StatusPermError))
 		f := policy.Finding{Status: policy.StatusPermError, Reason: "dmarc-bad-from", Detail: err.Error(),
 			AuthResult: &policy.AuthResult{Method: "dmarc", Result: "permerror", Reason: err.Error()}}
-		c.multipleFrom.Apply(&f, policy.Reply{Code: 550, Enhanced: "5.7.1",
+		f.ApplyAction(c.multipleFrom, policy.Reply{Code: 550, Enhanced: "5.7.1",
 			Text: "Message needs exactly one From: domain (RFC 7489 section 6.6.1)"}, policy.Reply{})
 		return []policy.Finding{f}
 	}
@@ -200,7 +229,7 @@ func (c *Check) Message(ctx context.Context, s *policy.Session, m policy.Message
 		ar.Result = "temperror"
 		f := policy.Finding{Status: policy.StatusTempError, Reason: "dmarc-temperror", Err: err, AuthResult: ar,
 			Detail: "record lookup for " + from + " failed"}
-		c.temp.Apply(&f, policy.Reply{}, policy.Reply{Code: 451, Enhanced: "4.7.1",
+		f.ApplyAction(c.temp, policy.Reply{}, policy.Reply{Code: 451, Enhanced: "4.7.1",
 			Text: "DMARC policy lookup for " + from + " failed temporarily, please try again later"})
 		return []policy.Finding{f}
 	}
@@ -221,7 +250,7 @@ func (c *Check) Message(ctx context.Context, s *policy.Session, m policy.Message
 	}
 	pol := rec.Policy
 	if recDomain != from && rec.SubdomainPolicy != "" {
-		pol = rec.SubdomainPolicy // ../rfc/7489 section 6.3, sp: subdomains of the organizational domain
+		pol = rec.SubdomainPolicy // RFC 7489 section 6.3, sp: subdomains of the organizational domain
 	}
 	detail := fmt.Sprintf("from %s, record at %s: p=%s", from, recDomain, pol)
 	if spfOK || dkimOK {
@@ -236,28 +265,8 @@ func (c *Check) Message(ctx context.Context, s *policy.Session, m policy.Message
 	}
 	ar.Result = "fail"
 	s.Set(policy.FactDMARCResult, "fail")
-	applied := pol
-	if rec.Percent < 100 && c.sample() >= rec.Percent {
-		// ../rfc/7489 section 6.6.4: outside the pct sample, apply the next less strict policy.
-		switch pol {
-		case PolicyReject:
-			applied = PolicyQuarantine
-		case PolicyQuarantine:
-			applied = PolicyNone
-		}
-		detail += fmt.Sprintf(" (pct=%d, not sampled: %s)", rec.Percent, applied)
-	}
-	if o, ok := c.override[from]; ok {
-		applied = o
-		detail += ", override " + string(o)
-	} else if o, ok := c.override[OrgDomain(from)]; ok {
-		applied = o
-		detail += ", override " + string(o)
-	}
-	if !c.apply {
-		applied = PolicyNone
-		detail += ", apply_policy off"
-	}
+	applied, why := c.appliedPolicy(from, rec, pol)
+	detail += why
 	s.Set(policy.FactDMARCPolicy, string(applied))
 	f := policy.Finding{Status: policy.StatusFail, Reason: "dmarc-fail", AuthResult: ar, Detail: detail,
 		Tests: []string{"DMARC_FAIL_" + strings.ToUpper(string(pol))}}

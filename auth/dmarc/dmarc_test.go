@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/moatmail/moat/auth/resolver/dnstest"
 	"github.com/moatmail/moat/policy"
@@ -13,7 +14,8 @@ import (
 
 func engine(t *testing.T, srv *dnstest.Server, checkToml string) *policy.Engine {
 	t.Helper()
-	return policytest.Engine(t, srv.Table("150ms")+policytest.Policy+"[checks.dmarc]\n"+checkToml)
+	res := policytest.Resolver(t, srv.Addr, 150*time.Millisecond)
+	return policytest.EngineWith(t, policytest.Policy+"[checks.dmarc]\n"+checkToml, policytest.WithResolver(res))
 }
 
 type input struct {

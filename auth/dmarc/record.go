@@ -40,7 +40,7 @@ func ParseRecord(txt string) (*Record, error) {
 	parts := strings.Split(txt, ";")
 	first := strings.TrimSpace(parts[0])
 	k, v, ok := strings.Cut(first, "=")
-	// ../rfc/7489 section 6.4: v=DMARC1 must come first.
+	// RFC 7489 section 6.4: v=DMARC1 must come first.
 	if !ok || !strings.EqualFold(strings.TrimSpace(k), "v") || !strings.EqualFold(strings.TrimSpace(v), "DMARC1") {
 		return nil, ErrNotDMARC
 	}

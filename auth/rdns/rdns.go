@@ -127,7 +127,7 @@ func setup(sec *config.Section, env *policy.Env) (policy.Check, error) {
 	for _, w := range c.DynamicWords {
 		ch.words[strings.ToLower(w)] = true
 	}
-	res, err := resolver.FromEnv(env)
+	res, err := env.Resolver()
 	if err != nil {
 		return nil, err
 	}
@@ -341,7 +341,7 @@ func (c *Check) Mail(ctx context.Context, s *policy.Session) []policy.Finding {
 		if r == ReasonTempError {
 			f.Status = policy.StatusTempError
 		}
-		a.Apply(&f, policy.Reply{Code: code, Enhanced: enh, Text: describe(r, s)},
+		f.ApplyAction(a, policy.Reply{Code: code, Enhanced: enh, Text: describe(r, s)},
 			policy.Reply{Code: 451, Enhanced: "4.7.25", Text: "Reverse DNS lookup failed temporarily, please try again later"})
 		out = append(out, f)
 	}

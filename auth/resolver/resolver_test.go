@@ -13,7 +13,6 @@ import (
 
 	"github.com/moatmail/moat/auth/resolver/dnstest"
 	"github.com/moatmail/moat/config"
-	"github.com/moatmail/moat/policy"
 )
 
 func newTest(t *testing.T, srv *dnstest.Server) *Resolver {
@@ -219,17 +218,24 @@ func TestContextCancelled(t *testing.T) {
 	}
 }
 
-func TestFromEnv(t *testing.T) {
+// TestFromConfig: the [dns] table is decoded over the defaults, and every value New refuses is reported at
+// its own key and line.
+func TestFromConfig(t *testing.T) {
 	tests := []struct {
-		name, toml, wantErr string
+		name, toml string
+		wantKey    string // "" for no error
+		wantLine   int
 	}{
-		{"ok", "[dns]\nservers = [\"127.0.0.1:5353\", \"::1\"]\ntimeout = \"1s\"\n", ""},
-		{"bad server", "[dns]\nservers = [\"resolver.example\"]\n", "t.toml:2: dns.servers"},
-		{"unknown key", "[dns]\nserver = [\"127.0.0.1\"]\n", "t.toml:2: dns.server: unknown key"},
-		{"bad retries", "[dns]\nservers = [\"127.0.0.1\"]\nretries = 50\n", "t.toml:3: dns.retries"},
-		{"max_ttl 1ms", "[dns]\nservers = [\"127.0.0.1\"]\nmax_ttl = \"1ms\"\n", "t.toml:3: dns.max_ttl"},
-		{"negative_ttl 500ms", "[dns]\nservers = [\"127.0.0.1\"]\nnegative_ttl = \"500ms\"\n", "t.toml:3: dns.negative_ttl"},
-		{"negative cache_max_bytes", "[dns]\nservers = [\"127.0.0.1\"]\ncache_max_bytes = -1\n", "t.toml:3: dns.cache_max_bytes"},
+		{"ok", "[dns]\nservers = [\"127.0.0.1:5353\", \"::1\"]\ntimeout = \"1s\"\n", "", 0},
+		{"bad server", "[dns]\nservers = [\"resolver.example\"]\n", "dns.servers", 2},
+		{"unknown key", "[dns]\nserver = [\"127.0.0.1\"]\n", "dns.server", 2},
+		{"zero timeout", "[dns]\nservers = [\"127.0.0.1\"]\ntimeout = \"0s\"\n", "dns.timeout", 3},
+		{"bad retries", "[dns]\nservers = [\"127.0.0.1\"]\nretries = 50\n", "dns.retries", 3},
+		{"bad edns0_size", "[dns]\nservers = [\"127.0.0.1\"]\nedns0_size = 100\n", "dns.edns0_size", 3},
+		{"negative cache_size", "[dns]\nservers = [\"127.0.0.1\"]\ncache_size = -1\n", "dns.cache_size", 3},
+		{"max_ttl 1ms", "[dns]\nservers = [\"127.0.0.1\"]\nmax_ttl = \"1ms\"\n", "dns.max_ttl", 3},
+		{"negative_ttl 500ms", "[dns]\nservers = [\"127.0.0.1\"]\nnegative_ttl = \"500ms\"\n", "dns.negative_ttl", 3},
+		{"negative cache_max_bytes", "[dns]\nservers = [\"127.0.0.1\"]\ncache_max_bytes = -1\n", "dns.cache_max_bytes", 3},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -237,11 +243,11 @@ func TestFromEnv(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			env := policy.NewEnv(f, nil)
-			r, err := FromEnv(env)
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("err = %v, want it to contain %q", err, tc.wantErr)
+			r, err := FromConfig(f)
+			if tc.wantKey != "" {
+				var ce *config.Error
+				if !errors.As(err, &ce) || ce.File != "t.toml" || ce.Key != tc.wantKey || ce.Line != tc.wantLine {
+					t.Fatalf("err = %#v, want a *config.Error at t.toml:%d key %s", err, tc.wantLine, tc.wantKey)
 				}
 				return
 			}
@@ -250,10 +256,6 @@ func TestFromEnv(t *testing.T) {
 			}
 			if got := r.Servers(); len(got) != 2 || got[1] != "[::1]:53" {
 				t.Errorf("servers = %v", got)
-			}
-			r2, _ := FromEnv(env)
-			if r2 != r {
-				t.Errorf("FromEnv built a second resolver for the same configuration")
 			}
 		})
 	}

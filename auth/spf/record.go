@@ -46,7 +46,7 @@ func ParseRecord(txt string) (*Record, error) {
 			return nil, fmt.Errorf("spf: term %q: %w", f, err)
 		}
 		if t.Modifier && (t.Name == "redirect" || t.Name == "exp") {
-			// ../rfc/7208 section 6: redirect and exp may each appear once.
+			// RFC 7208 section 6: redirect and exp may each appear once.
 			if seen[t.Name] {
 				return nil, fmt.Errorf("spf: %s= appears twice", t.Name)
 			}

@@ -91,7 +91,7 @@ func setup(sec *config.Section, env *policy.Env) (policy.Check, error) {
 		return nil, sec.Errorf("helo_fail", "%v", err)
 	}
 	ch.heloFail = a
-	if ch.res, err = resolver.FromEnv(env); err != nil {
+	if ch.res, err = env.Resolver(); err != nil {
 		return nil, err
 	}
 	return ch, nil
@@ -177,7 +177,7 @@ func (c *Check) Mail(ctx context.Context, s *policy.Session) []policy.Finding {
 	if err != nil {
 		f.Detail += ": " + err.Error()
 	}
-	c.actions[res].Apply(&f, rejectReply(res, domain, s.ClientIP), tempReply(domain))
+	f.ApplyAction(c.actions[res], rejectReply(res, domain, s.ClientIP), tempReply(domain))
 	out = append(out, f)
 
 	if heloIsName && c.checkHelo && !s.From.Null() {
@@ -185,7 +185,7 @@ func (c *Check) Mail(ctx context.Context, s *policy.Session) []policy.Finding {
 			Detail:     fmt.Sprintf("HELO identity %s: %s", helo, heloRes),
 			AuthResult: &policy.AuthResult{Method: "spf", Result: string(heloRes), Props: []policy.Prop{{Type: "smtp", Property: "helo", Value: helo}}}}
 		if heloRes == libspf.Fail {
-			c.heloFail.Apply(&hf, rejectReply(heloRes, helo, s.ClientIP), tempReply(helo))
+			hf.ApplyAction(c.heloFail, rejectReply(heloRes, helo, s.ClientIP), tempReply(helo))
 		}
 		if heloErr != nil {
 			hf.Detail += ": " + heloErr.Error()

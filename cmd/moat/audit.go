@@ -142,7 +142,7 @@ func runAudit(args []string, stdout, stderr io.Writer) int {
 // validateForAudit builds the engine the way check-config does, to report an invalid configuration, and
 // retires it at once.
 func validateForAudit(f *config.File) error {
-	eng, err := policy.Build(f, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	eng, err := policy.Build(f, slog.New(slog.NewTextHandler(io.Discard, nil)), services())
 	if err != nil {
 		return err
 	}

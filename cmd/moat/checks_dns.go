@@ -1,6 +1,6 @@
 package main
 
-// The DNS checks and sender authentication (issue 4), and the shared resolver they use.
+// The DNS checks and sender authentication, and the shared resolver they use.
 import (
 	_ "github.com/moatmail/moat/auth/dkim"
 	_ "github.com/moatmail/moat/auth/dmarc"

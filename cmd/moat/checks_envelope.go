@@ -1,6 +1,6 @@
 package main
 
-// Envelope policy checks (issue 3): relay control, recipient validation, barring, sender lists, TLS/AUTH policy.
+// Envelope policy checks: relay control, recipient validation, barring, sender lists, TLS/AUTH policy.
 import (
 	_ "github.com/moatmail/moat/rules/barring"
 	_ "github.com/moatmail/moat/rules/recipients"

@@ -1,6 +1,6 @@
 package main
 
-// Greylisting (issue 5), the state store it uses, and `moat greylist list|show|release|purge`.
+// Greylisting and `moat greylist list|show|release|purge`.
 import (
 	"context"
 	"errors"
@@ -11,7 +11,6 @@ import (
 
 	"github.com/moatmail/moat/config"
 	"github.com/moatmail/moat/rules/greylist"
-	_ "github.com/moatmail/moat/store"
 )
 
 func init() {

@@ -3,4 +3,4 @@
 package main
 
 // The "test" check scripts verdicts for the end-to-end tests; it is compiled in only with -tags moattest.
-import _ "github.com/moatmail/moat/test/testcheck"
+import _ "github.com/moatmail/moat/test/scriptedcheck"

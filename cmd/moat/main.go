@@ -7,6 +7,10 @@
 //	moat version
 //
 // Subcommands of the checks (dkim keygen, greylist, learn) are listed by `moat help`.
+//
+// This package is the composition root: it links the checks in (blank imports in checks_*.go), builds the
+// services they share from their tables (services.go: the resolver from [dns], the store from [store]) and
+// hands both to policy.Build, and the engine to the milter.
 package main
 
 import (
@@ -85,7 +89,7 @@ func loadAll(path string, log *slog.Logger) (*config.File, *policy.Engine, error
 	if err != nil {
 		return nil, nil, err
 	}
-	eng, err := policy.Build(f, log)
+	eng, err := policy.Build(f, log, services())
 	if err != nil {
 		return nil, nil, err
 	}

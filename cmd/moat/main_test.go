@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/moatmail/moat/config"
-	_ "github.com/moatmail/moat/test/testcheck"
+	_ "github.com/moatmail/moat/test/scriptedcheck"
 )
 
 func writeConfig(t *testing.T, body string) string {

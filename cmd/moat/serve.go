@@ -99,7 +99,7 @@ func runServe(args []string, _, stderr io.Writer) int {
 	if err != nil {
 		return fail(stderr, err)
 	}
-	eng, err := policy.Build(f, log)
+	eng, err := policy.Build(f, log, services())
 	if err != nil {
 		return fail(stderr, err)
 	}
@@ -162,7 +162,7 @@ func reload(path string, running milter.Config, runningLog logConfig, srv *milte
 	}
 	var eng *policy.Engine
 	if err == nil {
-		eng, err = policy.Build(f, log)
+		eng, err = policy.Build(f, log, services())
 	}
 	if err != nil {
 		log.Error("reload failed; the running configuration stays in force", "err", err)

@@ -38,6 +38,10 @@ func (a Address) String() string {
 	return local + "@" + a.Domain
 }
 
+// UnqualifiedText is the reply text for a recipient without a domain that moat will not qualify itself; the
+// relay and recipients checks both refuse with it, so the client sees one wording.
+const UnqualifiedText = "need fully-qualified address"
+
 // ErrMalformed is returned for an address that is not RFC 5321 syntax.
 var ErrMalformed = errors.New("addr: malformed address")
 
@@ -62,7 +66,7 @@ func Parse(raw string) (Address, error) {
 			return a, fmt.Errorf("%w: control character in %q", ErrMalformed, raw)
 		}
 	}
-	// Source route: ../rfc/5321 section 4.1.2, "@one,@two:user@domain".
+	// Source route: RFC 5321 section 4.1.2, "@one,@two:user@domain".
 	if strings.HasPrefix(s, "@") {
 		i := strings.IndexByte(s, ':')
 		if i < 0 {
@@ -94,8 +98,8 @@ func Parse(raw string) (Address, error) {
 	return a, nil
 }
 
-// isAtext reports whether c may appear in a dot-atom (../rfc/5322 section 3.2.3); non-ASCII is allowed for
-// SMTPUTF8 (../rfc/6531 section 3.3).
+// isAtext reports whether c may appear in a dot-atom (RFC 5322 section 3.2.3); non-ASCII is allowed for
+// SMTPUTF8 (RFC 6531 section 3.3).
 func isAtext(c rune) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c >= 0x80 ||
 		strings.ContainsRune("!#$%&'*+-/=?^_`{|}~", c)

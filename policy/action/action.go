@@ -1,5 +1,7 @@
-// Package action implements the configurable answer of moat's DNS checks to one of their results:
-// "reject", "tempfail", "quarantine", "score" (with a default score) or "score:N", and "ignore" (record only).
+// Package action implements the configurable answer of a check (SPF, DKIM, DMARC, rDNS, attachments) to one
+// of its results: "reject", "tempfail", "quarantine", "score" (with a default score) or "score:N", and
+// "ignore" (record only).
+// It sits below policy; policy.Finding.ApplyAction turns an action into a finding's verdict.
 package action
 
 import (
@@ -7,8 +9,6 @@ import (
 	"math"
 	"strconv"
 	"strings"
-
-	"github.com/moatmail/moat/policy"
 )
 
 // Kind is what an action does.
@@ -61,21 +61,6 @@ func Parse(s string, defScore float64) (Action, error) {
 		return a, nil
 	}
 	return Action{}, fmt.Errorf("unknown action %q (want reject, tempfail, quarantine, score, score:N or ignore)", s)
-}
-
-// Apply sets the finding's verdict, reply and score from the action. rej and temp are the replies used
-// when the action rejects or tempfails.
-func (a Action) Apply(f *policy.Finding, rej, temp policy.Reply) {
-	switch a.Kind {
-	case Reject:
-		f.Verdict, f.Reply = policy.Reject, rej
-	case Tempfail:
-		f.Verdict, f.Reply = policy.Tempfail, temp
-	case Quarantine:
-		f.Verdict = policy.Quarantine
-	case Score:
-		f.Score, f.Scored = a.Score, true
-	}
 }
 
 // Acts reports whether the action does more than record.

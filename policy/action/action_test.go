@@ -2,8 +2,6 @@ package action
 
 import (
 	"testing"
-
-	"github.com/moatmail/moat/policy"
 )
 
 func TestParse(t *testing.T) {
@@ -39,30 +37,6 @@ func TestParse(t *testing.T) {
 				t.Errorf("got %+v, want %+v", got, tc.want)
 			}
 		})
-	}
-}
-
-func TestApply(t *testing.T) {
-	rej := policy.Reply{Code: 550, Enhanced: "5.7.1", Text: "no"}
-	temp := policy.Reply{Code: 451, Enhanced: "4.7.1", Text: "later"}
-	tests := []struct {
-		a       Action
-		verdict policy.Verdict
-		reply   policy.Reply
-		score   float64
-	}{
-		{Action{Kind: Reject}, policy.Reject, rej, 0},
-		{Action{Kind: Tempfail}, policy.Tempfail, temp, 0},
-		{Action{Kind: Quarantine}, policy.Quarantine, policy.Reply{}, 0},
-		{Action{Kind: Score, Score: 3}, policy.None, policy.Reply{}, 3},
-		{Action{Kind: Ignore}, policy.None, policy.Reply{}, 0},
-	}
-	for _, tc := range tests {
-		var f policy.Finding
-		tc.a.Apply(&f, rej, temp)
-		if f.Verdict != tc.verdict || f.Reply != tc.reply || f.Score != tc.score || f.Scored != (tc.a.Kind == Score) {
-			t.Errorf("%v: got %+v", tc.a.Kind, f)
-		}
 	}
 }
 

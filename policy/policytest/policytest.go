@@ -1,5 +1,5 @@
-// Package policytest has helpers for tests of checks: it builds an engine from configuration text, holds a
-// message in memory, splits a header block as the milter hands it over, picks the headers an outcome adds,
+// Package policytest has helpers for tests of checks: it builds an engine from configuration text with the
+// services cmd/moat gives (or a resolver of the test's own), holds a message in memory, splits a header block as the milter hands it over, picks the headers an outcome adds,
 // and builds an engine from a check's example.toml.
 //
 // # Configuration text
@@ -7,6 +7,12 @@
 // [Parse], [Engine] and [BuildError] read the text as if from a file named "moat.toml", so errors read
 // "moat.toml:LINE: KEY: …". Most tests start the text with [Policy], which fixes the authserv-id that
 // Authentication-Results and the trace header name, so that they do not depend on the host name.
+//
+// # Services
+//
+// The engines get the services moat's composition root gives them ([Services]: the resolver from [dns], the
+// store from [store]). A DNS test either writes a [dns] table (dnstest's Server.Table) or hands a resolver
+// over with [WithResolver], e.g. EngineWith(t, text, WithResolver(Resolver(t, srv.Addr, time.Second))).
 package policytest
 
 import (
@@ -18,9 +24,12 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/moatmail/moat/auth/resolver"
 	"github.com/moatmail/moat/config"
 	"github.com/moatmail/moat/policy"
+	"github.com/moatmail/moat/store"
 )
 
 // FileName is the name configuration text is parsed under.
@@ -40,11 +49,50 @@ func Parse(t testing.TB, text string) *config.File {
 	return f
 }
 
-// Engine builds an engine from the configuration text with the default logger; any error fails the test.
-// The engine is retired when the test ends, which closes what its checks hold open (stores, pools).
+// Services are the services cmd/moat hands to policy.Build: the DNS resolver built from [dns], the state
+// store opened from [store].
+func Services() policy.Services {
+	return policy.Services{
+		Tables:   []string{resolver.Table, store.Table},
+		Resolver: resolver.FromConfig,
+		Store:    store.FromConfig,
+	}
+}
+
+// WithResolver returns [Services] whose DNS resolver is r, whatever the configuration's [dns] table says.
+func WithResolver(r *resolver.Resolver) policy.Services {
+	svc := Services()
+	svc.Resolver = func(*config.File) (*resolver.Resolver, error) { return r, nil }
+	return svc
+}
+
+// Resolver returns a resolver that asks only the DNS server at addr (a dnstest server), each query once
+// with the given timeout, with the default cache.
+func Resolver(t testing.TB, addr string, timeout time.Duration) *resolver.Resolver {
+	t.Helper()
+	cfg := resolver.DefaultConfig()
+	cfg.Servers = []string{addr}
+	cfg.Timeout = config.Duration(timeout)
+	cfg.Retries = 0
+	r, err := resolver.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// Engine builds an engine from the configuration text with the default logger and [Services]; any error
+// fails the test. The engine is retired when the test ends, which closes what its checks hold open (stores,
+// pools).
 func Engine(t testing.TB, text string) *policy.Engine {
 	t.Helper()
-	e, err := policy.Build(Parse(t, text), nil)
+	return EngineWith(t, text, Services())
+}
+
+// EngineWith is [Engine] with the services svc.
+func EngineWith(t testing.TB, text string, svc policy.Services) *policy.Engine {
+	t.Helper()
+	e, err := policy.Build(Parse(t, text), nil, svc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +104,7 @@ func Engine(t testing.TB, text string) *policy.Engine {
 // of configuration errors. A syntax error fails the test: it would hide the error under test.
 func BuildError(t testing.TB, text string) error {
 	t.Helper()
-	e, err := policy.Build(Parse(t, text), nil)
+	e, err := policy.Build(Parse(t, text), nil, Services())
 	if err == nil {
 		e.Retire()
 	}
@@ -138,7 +186,7 @@ func ExampleEngine(t testing.TB, path string, files map[string]string, wantCheck
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := policy.Build(f, nil)
+	e, err := policy.Build(f, nil, Services())
 	if err != nil {
 		t.Fatal(err)
 	}

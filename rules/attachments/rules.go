@@ -144,7 +144,7 @@ func (a act) verdict() policy.Verdict {
 
 // apply sets the finding's verdict, reply and score.
 func (a act) apply(f *policy.Finding, reject policy.Reply) {
-	a.a.Apply(f, reject, policy.Reply{})
+	f.ApplyAction(a.a, reject, policy.Reply{})
 }
 
 func (a act) String() string {

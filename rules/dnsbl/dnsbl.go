@@ -121,28 +121,8 @@ func setup(sec *config.Section, env *policy.Env) (policy.Check, error) {
 	if err := sec.Decode(&c); err != nil {
 		return nil, err
 	}
-	for _, n := range []struct {
-		key string
-		v   float64
-	}{{"threshold", c.Threshold}, {"allow_threshold", c.AllowThreshold}, {"score_factor", c.ScoreFactor}} {
-		if !finite(n.v) {
-			return nil, sec.Errorf(n.key, "must be a finite number")
-		}
-	}
-	if c.Threshold <= 0 {
-		return nil, sec.Errorf("threshold", "must be positive")
-	}
-	if c.AllowThreshold >= 0 {
-		return nil, sec.Errorf("allow_threshold", "must be negative")
-	}
-	if c.ReplyCode < 500 || c.ReplyCode > 599 {
-		return nil, sec.Errorf("reply_code", "want a 5xx code")
-	}
-	if !validEnhanced(c.Enhanced) {
-		return nil, sec.Errorf("reply_enhanced", "want a 5.x.y enhanced status code (RFC 3463)")
-	}
-	if len(c.Lists) == 0 {
-		return nil, sec.Errorf("lists", "no lists configured")
+	if err := c.validate(sec); err != nil {
+		return nil, err
 	}
 	ch := &Check{log: env.Logger, c: c, logged: map[string]time.Time{}, suppressd: map[string]int{}, now: time.Now}
 	if ch.log == nil {
@@ -150,64 +130,99 @@ func setup(sec *config.Section, env *policy.Env) (policy.Check, error) {
 	}
 	for i, lc := range c.Lists {
 		key := fmt.Sprintf("lists[%d]", i)
-		zone, f, w, hasW, err := parseSite(lc.Zone)
+		l, err := lc.parse(sec, key)
 		if err != nil {
-			return nil, sec.Errorf(key+".zone", "%v", err)
-		}
-		if _, ok := dns.IsDomainName(zone); !ok || zone == "" {
-			return nil, sec.Errorf(key+".zone", "%q is not a domain name", zone)
-		}
-		if zone, err = addr.DomainASCII(zone); err != nil {
-			return nil, sec.Errorf(key+".zone", "%v", err)
-		}
-		if lc.Codes != "" {
-			if f.set {
-				return nil, sec.Errorf(key+".codes", "the zone already has a filter")
-			}
-			if f, err = parseFilter(lc.Codes); err != nil {
-				return nil, sec.Errorf(key+".codes", "%v", err)
-			}
-		}
-		switch {
-		case lc.Weight != 0 && hasW:
-			return nil, sec.Errorf(key+".weight", "the zone already has a weight")
-		case lc.Weight != 0:
-			w = lc.Weight
-		case !hasW:
-			w = 1
-		}
-		if !finite(w) {
-			return nil, sec.Errorf(key+".weight", "must be a finite number")
-		}
-		l := list{zone: zone, filter: f, weight: w, replyText: lc.ReplyText}
-		switch strings.ToLower(lc.Type) {
-		case "", "ip":
-			l.typ = typeIP
-		case "sender":
-			l.typ = typeSender
-		case "helo":
-			l.typ = typeHelo
-		default:
-			return nil, sec.Errorf(key+".type", "want ip, sender or helo")
-		}
-		if strings.ContainsAny(lc.ReplyText, "\r\n") {
-			return nil, sec.Errorf(key+".reply_text", "must be one line")
+			return nil, err
 		}
 		// The same zone twice for the same kind of query would count its weight twice for one answer. It may
 		// appear again with a filter that matches other answers (postscreen style: one weight per code).
 		for j, o := range ch.lists {
 			if o.typ == l.typ && o.zone == l.zone && o.filter.overlaps(&l.filter) {
-				return nil, sec.Errorf(key+".zone", "zone %q already configured in lists[%d] for some of the same answers", zone, j)
+				return nil, sec.Errorf(key+".zone", "zone %q already configured in lists[%d] for some of the same answers", l.zone, j)
 			}
 		}
 		ch.lists = append(ch.lists, l)
 	}
-	res, err := resolver.FromEnv(env)
+	res, err := env.Resolver()
 	if err != nil {
 		return nil, err
 	}
 	ch.res = res
 	return ch, nil
+}
+
+// validate checks the table's own keys (not the lists); errors name their key in sec.
+func (c cfg) validate(sec *config.Section) error {
+	for _, n := range []struct {
+		key string
+		v   float64
+	}{{"threshold", c.Threshold}, {"allow_threshold", c.AllowThreshold}, {"score_factor", c.ScoreFactor}} {
+		if !finite(n.v) {
+			return sec.Errorf(n.key, "must be a finite number")
+		}
+	}
+	switch {
+	case c.Threshold <= 0:
+		return sec.Errorf("threshold", "must be positive")
+	case c.AllowThreshold >= 0:
+		return sec.Errorf("allow_threshold", "must be negative")
+	case c.ReplyCode < 500 || c.ReplyCode > 599:
+		return sec.Errorf("reply_code", "want a 5xx code")
+	case !validEnhanced(c.Enhanced):
+		return sec.Errorf("reply_enhanced", "want a 5.x.y enhanced status code (RFC 3463)")
+	case len(c.Lists) == 0:
+		return sec.Errorf("lists", "no lists configured")
+	}
+	return nil
+}
+
+// parse turns one [[lists]] entry (at key, e.g. "lists[2]", in sec) into a list: the zone with its optional
+// filter and weight (postscreen's "zone=filter*weight" or the codes and weight keys, not both), its type.
+func (lc listConfig) parse(sec *config.Section, key string) (list, error) {
+	zone, f, w, hasW, err := parseSite(lc.Zone)
+	if err != nil {
+		return list{}, sec.Errorf(key+".zone", "%v", err)
+	}
+	if _, ok := dns.IsDomainName(zone); !ok || zone == "" {
+		return list{}, sec.Errorf(key+".zone", "%q is not a domain name", zone)
+	}
+	if zone, err = addr.DomainASCII(zone); err != nil {
+		return list{}, sec.Errorf(key+".zone", "%v", err)
+	}
+	if lc.Codes != "" {
+		if f.set {
+			return list{}, sec.Errorf(key+".codes", "the zone already has a filter")
+		}
+		if f, err = parseFilter(lc.Codes); err != nil {
+			return list{}, sec.Errorf(key+".codes", "%v", err)
+		}
+	}
+	switch {
+	case lc.Weight != 0 && hasW:
+		return list{}, sec.Errorf(key+".weight", "the zone already has a weight")
+	case lc.Weight != 0:
+		w = lc.Weight
+	case !hasW:
+		w = 1
+	}
+	if !finite(w) {
+		return list{}, sec.Errorf(key+".weight", "must be a finite number")
+	}
+	l := list{zone: zone, filter: f, weight: w, replyText: lc.ReplyText}
+	switch strings.ToLower(lc.Type) {
+	case "", "ip":
+		l.typ = typeIP
+	case "sender":
+		l.typ = typeSender
+	case "helo":
+		l.typ = typeHelo
+	default:
+		return list{}, sec.Errorf(key+".type", "want ip, sender or helo")
+	}
+	if strings.ContainsAny(lc.ReplyText, "\r\n") {
+		return list{}, sec.Errorf(key+".reply_text", "must be one line")
+	}
+	return l, nil
 }
 
 // Name implements policy.Check.
@@ -418,7 +433,7 @@ func (c *Check) query(ctx context.Context, t listType, q string) result {
 					continue
 				}
 				if !In127(a) {
-					// ../rfc/5782 section 2.1: a listing is an address in 127/8. Anything else is a broken
+					// RFC 5782 section 2.1: a listing is an address in 127/8. Anything else is a broken
 					// or wildcarding list, never a listing.
 					c.logListError(l.zone, q, a, "list answered outside 127.0.0.0/8, ignoring it (the list may be broken or expired)")
 					out[j].err = fmt.Sprintf("%s: answer %s outside 127.0.0.0/8", l.zone, a)

@@ -23,7 +23,7 @@ func engine(t *testing.T, srv *dnstest.Server, checkToml string, logs *bytes.Buf
 	if logs != nil {
 		lg = slog.New(slog.NewTextHandler(logs, nil))
 	}
-	e, err := policy.Build(f, lg)
+	e, err := policy.Build(f, lg, policytest.Services())
 	if err != nil {
 		t.Fatal(err)
 	}

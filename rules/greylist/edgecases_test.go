@@ -21,7 +21,7 @@ import (
 
 // Tests for the review's findings.
 
-// Review bug 1: a network that passed auto_whitelist triplets without SPF is not greylisted again when its
+// A network that passed auto_whitelist triplets without SPF is not greylisted again when its
 // next sender passes SPF.
 func TestAutoWhitelistSurvivesSPFPass(t *testing.T) {
 	c, clk, _ := newCheck(t, func(cfg *Config) { cfg.AutoWhitelist = 2 })
@@ -43,7 +43,7 @@ func TestAutoWhitelistSurvivesSPFPass(t *testing.T) {
 	}
 }
 
-// Review bug 4: normalisation never merges two different people's addresses.
+// Normalisation never merges two different people's addresses.
 func TestNormalizeMustDiffer(t *testing.T) {
 	differ := [][2]string{
 		{"john2024@gmail.com", "mary1999@gmail.com"},
@@ -85,7 +85,7 @@ func (f *failingStore) Greylist(context.Context, store.GreyRequest) (store.GreyR
 	return store.GreyResult{}, errors.New("redis: i/o timeout")
 }
 
-// Review bug 5: after a store failure the check leaves the store alone for storeBackoff (on_error applies),
+// After a store failure the check leaves the store alone for storeBackoff (on_error applies),
 // then asks again.
 func TestStoreCircuitBreaker(t *testing.T) {
 	c, clk, st := newCheck(t, nil)
@@ -126,7 +126,7 @@ func TestStoreCircuitBreaker(t *testing.T) {
 	wantGreylisted(t, rcpt(t, c, session(t, alice), "c@example.org"), 300)
 }
 
-// Review bug 6: per-domain settings are checked at their own key: bad delays, wildcards, names that are
+// Per-domain settings are checked at their own key: bad delays, wildcards, names that are
 // not domains, and two spellings of one domain.
 func TestDomainConfigErrors(t *testing.T) {
 	tests := []struct{ name, body, wantErr string }{
@@ -175,7 +175,7 @@ func TestDomainConfigErrors(t *testing.T) {
 	}
 }
 
-// Review bug 7: in dry run no X-Greylist claims a delay that did not happen: the first message went
+// In dry run no X-Greylist claims a delay that did not happen: the first message went
 // through, and a later one of the same triplet was never held up.
 func TestDryRunNoHeader(t *testing.T) {
 	clk := &fakeClock{now: start}
@@ -205,7 +205,7 @@ func TestDryRunNoHeader(t *testing.T) {
 	}
 }
 
-// Review bugs 3 and 8 in the command: a relative path is the configuration's, the command never creates the
+// In the command, a relative path is the configuration's, the command never creates the
 // database and names the absolute path it looked at; -limit keeps the oldest; IDs are hexadecimal.
 func TestCommandPathsAndQueries(t *testing.T) {
 	clk := &fakeClock{now: start}

@@ -252,7 +252,7 @@ func setup(sec *config.Section, env *policy.Env) (policy.Check, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := store.FromEnv(env)
+	st, err := env.Store()
 	if err != nil {
 		return nil, err
 	}

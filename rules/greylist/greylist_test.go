@@ -434,7 +434,7 @@ func TestExampleConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := policy.Build(f, nil)
+	e, err := policy.Build(f, nil, policytest.Services())
 	if err != nil {
 		t.Fatal(err)
 	}

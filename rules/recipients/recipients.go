@@ -40,7 +40,6 @@ import (
 	"github.com/moatmail/moat/internal/addr"
 	"github.com/moatmail/moat/internal/lists"
 	"github.com/moatmail/moat/policy"
-	"github.com/moatmail/moat/rules/relay"
 )
 
 // Name is the check's registered name.
@@ -200,7 +199,7 @@ func (c *Check) Rcpt(_ context.Context, s *policy.Session, r *policy.Recipient) 
 		case s.Get(policy.FactTrustedNetwork) == "yes" || s.Auth.Authenticated():
 			return []policy.Finding{{Status: policy.StatusNone, Detail: "unqualified recipient from a trusted or authenticated client not checked"}}
 		}
-		f := policy.Rejectf(policy.StatusFail, ReasonUnqualified, 550, "5.1.3", "<%s>: %s", shown, relay.UnqualifiedText)
+		f := policy.Rejectf(policy.StatusFail, ReasonUnqualified, 550, "5.1.3", "<%s>: %s", shown, addr.UnqualifiedText)
 		f.Detail = "unqualified recipient and no unqualified_domain: the MTA would choose the domain"
 		return []policy.Finding{f}
 	}

@@ -65,7 +65,7 @@ const Name = "relay"
 // Reply texts and reasons.
 const (
 	PercentHackText = "forwarding percent hack is not permitted"
-	UnqualifiedText = "need fully-qualified address"
+	UnqualifiedText = addr.UnqualifiedText
 
 	ReasonDenied      = "relay-denied"
 	ReasonPercentHack = "percent-hack"

@@ -230,7 +230,7 @@ func (c *Check) Scan(ctx context.Context, s *policy.Session, m policy.Message) [
 		Tests:  []string{"CLAMD_VIRUS"},
 	}
 	if c.onVirus == policy.Reject {
-		// ../rfc/3463 section 3.8: X.7.1 "delivery not authorized, message refused".
+		// RFC 3463 section 3.8: X.7.1 "delivery not authorized, message refused".
 		f.Reply = policy.Reply{Code: 554, Enhanced: "5.7.1", Text: "Virus found: " + name}
 	} else {
 		f.AddHeaders = []policy.Header{{Name: HeaderName, Value: headerScanned + " infected: " + name}}

@@ -160,7 +160,7 @@ func TestRelativeSocketPath(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := setup(f.Section("checks."+Name), policy.NewEnv(f, nil))
+	c, err := setup(f.Section("checks."+Name), policy.NewEnv(f, nil, policytest.Services()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-// Package dnsauth holds the end-to-end tests of the DNS checks and sender authentication (issue 4): real
+// Package dnsauth holds the end-to-end tests of the DNS checks and sender authentication: real
 // Postfix, the moat binary as its milter, and a real DNS server (unbound on 127.0.0.1, local data only).
 //
 //	test client (127.0.0.x) -> Postfix smtpd (127.0.0.1) -> moat (unix socket milter) -> unbound (127.0.0.1)
@@ -342,7 +342,7 @@ func TestDNSAuthEndToEnd(t *testing.T) {
 		}
 	})
 
-	// Review bug 1: a display name in a charset Go does not decode made DMARC answer 550 "needs exactly one
+	// A display name in a charset Go does not decode made DMARC answer 550 "needs exactly one
 	// From: domain" and left outbound mail unsigned.
 	t.Run("koi8-r display name: dmarc passes", func(t *testing.T) {
 		m := bytes.Replace(message("alice@signed.test", "koi8-r"), []byte("From: <alice@signed.test>"),
@@ -375,7 +375,7 @@ func TestDNSAuthEndToEnd(t *testing.T) {
 		}
 	})
 
-	// Review bug 2: a From: domain in Unicode was looked up raw and found no policy.
+	// A From: domain in Unicode was looked up raw and found no policy.
 	t.Run("unicode From domain: dmarc policy of its A-label applies", func(t *testing.T) {
 		r := send(t, addr, "127.0.0.1", "client.moat.test", "alice@good.test", message("alice@bücher.test", "idn"))
 		if r.stage != "DATA" || r.code != 550 || !strings.HasPrefix(r.text, "5.7.1 Message rejected: DMARC policy of xn--bcher-kva.test") {

@@ -10,10 +10,11 @@ import (
 	"github.com/moatmail/moat/auth/dkim"
 	"github.com/moatmail/moat/config"
 	"github.com/moatmail/moat/policy"
+	"github.com/moatmail/moat/policy/policytest"
 	"github.com/moatmail/moat/test/stack"
 )
 
-// TestExampleConfigs builds an engine from the example.toml of every package of issue 4 together, so that
+// TestExampleConfigs builds an engine from the example.toml of every DNS and sender authentication check together, so that
 // the documented examples stay valid (unknown keys, bad values and missing tables all fail Build).
 func TestExampleConfigs(t *testing.T) {
 	root := stack.RepoRoot(t)
@@ -39,7 +40,7 @@ func TestExampleConfigs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := policy.Build(f, nil)
+	e, err := policy.Build(f, nil, policytest.Services())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-// Package envelope holds the end-to-end tests of the envelope policy (issue 3): relay control, recipient
+// Package envelope holds the end-to-end tests of the envelope policy: relay control, recipient
 // validation, barring, sender black and white lists and the TLS/AUTH policy, through real Postfix with the
 // moat binary as its milter.
 //

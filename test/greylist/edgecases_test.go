@@ -31,7 +31,7 @@ func runMoat(t *testing.T, bin, dir string, args ...string) (string, int) {
 	return out.String(), 0
 }
 
-// TestRelativeStorePath (review bug 3): `path = "moat.db"` is next to the configuration file for every
+// TestRelativeStorePath: `path = "moat.db"` is next to the configuration file for every
 // command, wherever it runs; `moat greylist` does not create a database and names the path it looked at.
 func TestRelativeStorePath(t *testing.T) {
 	bin := stack.BuildMoat(t)
@@ -65,7 +65,7 @@ func TestRelativeStorePath(t *testing.T) {
 	}
 }
 
-// TestRedisRefusalIsConfigError (review bug 2): a wrong Redis password or a database the server does not
+// TestRedisRefusalIsConfigError: a wrong Redis password or a database the server does not
 // have is reported by check-config, and moat serve does not start, instead of greylisting silently off.
 func TestRedisRefusalIsConfigError(t *testing.T) {
 	bin := stack.BuildMoat(t)
@@ -98,7 +98,7 @@ func TestRedisRefusalIsConfigError(t *testing.T) {
 	}
 }
 
-// TestRedisHangCircuitBreaker (review bug 5): with Redis frozen (it keeps its socket and answers nothing),
+// TestRedisHangCircuitBreaker: with Redis frozen (it keeps its socket and answers nothing),
 // the first recipient waits redis_timeout and is accepted; the next ones within the back-off do not ask
 // Redis at all, and the failure is logged once.
 func TestRedisHangCircuitBreaker(t *testing.T) {

@@ -1,6 +1,6 @@
 package scanning
 
-// Benchmarks of issue 6, run by `make bench` (they never run in `make test`):
+// Benchmarks of content scanning, run by `make bench` (they never run in `make test`):
 //
 //	go test -run '^$' -bench . -benchtime 1x -timeout 30m ./test/scanning/
 //

@@ -1,4 +1,4 @@
-// Package scanning holds the end-to-end tests of content scanning (issue 6): real Postfix, the moat binary as
+// Package scanning holds the end-to-end tests of content scanning: real Postfix, the moat binary as
 // its milter, real clamd and spamd.
 //
 //	SendMail -> Postfix smtpd (127.0.0.1) -> moat (unix socket milter) -> clamd (unix socket) + spamd (TCP)

@@ -1,11 +1,11 @@
-// Package bench measures moat's throughput through a real, private Postfix with smtp-source, as ratios
+// Package throughput measures moat's throughput through a real, private Postfix with smtp-source, as ratios
 // against baselines measured in the same run (the machine is shared and noisy: absolute numbers mean little).
 //
 //	smtp-source (10 sessions, 2,000 messages of 5 KB) -> Postfix (discard delivery) -> moat (milter)
 //
-// Run with `make bench` (go test -run '^$' -bench . ./test/bench/). Each variant is measured three times,
+// Run with `make bench` (go test -run '^$' -bench . ./test/throughput/). Each variant is measured three times,
 // the variants interleaved, and the median reported.
-package bench
+package throughput
 
 import (
 	"fmt"
@@ -89,7 +89,7 @@ func report(b *testing.B, vs []variant, got map[string]float64) {
 }
 
 // BenchmarkThroughput: Postfix alone against Postfix + moat with no checks, over a unix socket and over TCP.
-// Targets (issue 2): moat with no checks at least 0.6 of Postfix alone; TCP within 10% of the unix socket.
+// Targets: moat with no checks at least 0.6 of Postfix alone; TCP within 10% of the unix socket.
 func BenchmarkThroughput(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		got := measure(b, variants)

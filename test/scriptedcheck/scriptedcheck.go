@@ -1,7 +1,7 @@
-// Package testcheck implements the "test" check: verdicts scripted from the configuration, so that the
+// Package scriptedcheck implements the "test" check: verdicts scripted from the configuration, so that the
 // protocol and end-to-end tests can make moat reject, tempfail, panic or tag at a chosen stage and assert the
 // exact answer the SMTP client gets. It is compiled into moat only with the build tag moattest.
-package testcheck
+package scriptedcheck
 
 import (
 	"context"

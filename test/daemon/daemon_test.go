@@ -1,9 +1,11 @@
-// Package core holds moat's end-to-end tests of the milter core: real Postfix and real Sendmail, started on
-// loopback by test/stack, talk to the real moat binary over a unix socket and over TCP.
+// Package daemon holds the end-to-end tests of `moat serve` as a daemon: real Postfix and real Sendmail,
+// started on loopback by test/stack, talk to the real moat binary over a unix socket and over TCP; SIGHUP
+// reloads, SIGTERM drains the sessions in flight, check-config names file, line and key of each mistake, and
+// miltertest speaks the protocol to it directly.
 //
 //	smtp client (test) -> Postfix or Sendmail -> moat (milter, "test" check scripting the answers)
 //	                                  `-> Maildir (delivered message, with moat's headers)
-package core
+package daemon
 
 import (
 	"errors"
