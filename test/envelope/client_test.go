@@ -1,14 +1,12 @@
 package envelope
 
 import (
-	"bufio"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -18,9 +16,10 @@ import (
 	"net/textproto"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
+
+	"github.com/moatmail/moat/test/stack"
 )
 
 // sendOpts is one SMTP transaction as the test client plays it.
@@ -54,7 +53,7 @@ func (r sendResult) String() string {
 	return fmt.Sprintf("stage=%s reply=%v rcpts=%v queued=%v", r.Stage, r.Reply, r.Rcpts, r.Queued)
 }
 
-const authPassword = "s3cret"
+const authPassword = stack.SASLPassword
 
 func toReply(err error) reply {
 	var te *textproto.Error
@@ -183,63 +182,4 @@ func writeCert(t *testing.T, dir string) (certFile, keyFile string) {
 		t.Fatal(err)
 	}
 	return certFile, keyFile
-}
-
-// startDovecotAuth serves the Dovecot authentication protocol (version 1.2, the client side of which Postfix
-// implements for smtpd_sasl_type = dovecot) on a loopback port, so that Postfix can offer SMTP AUTH without a
-// Dovecot installation. It accepts PLAIN with password authPassword for any user. It stands in for the SASL
-// backend only: Postfix itself does the SMTP AUTH dialog and passes {auth_type} and {auth_authen} to moat.
-func startDovecotAuth(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go serveDovecotAuth(c)
-		}
-	}()
-	return ln.Addr().String()
-}
-
-func serveDovecotAuth(c net.Conn) {
-	defer c.Close()
-	fmt.Fprintf(c, "VERSION\t1\t2\nMECH\tPLAIN\tplaintext\nSPID\t%d\nCUID\t1\nCOOKIE\t%032x\nDONE\n", os.Getpid(), 1)
-	sc := bufio.NewScanner(c)
-	for sc.Scan() {
-		f := strings.Split(sc.Text(), "\t")
-		if f[0] != "AUTH" || len(f) < 3 {
-			continue
-		}
-		id, resp := f[1], ""
-		for _, p := range f[3:] {
-			if v, ok := strings.CutPrefix(p, "resp="); ok {
-				resp = v
-			}
-		}
-		if resp == "" {
-			// PLAIN without an initial response: ask for it.
-			fmt.Fprintf(c, "CONT\t%s\t\n", id)
-			if !sc.Scan() {
-				return
-			}
-			g := strings.Split(sc.Text(), "\t")
-			if len(g) >= 3 {
-				resp = g[2]
-			}
-		}
-		raw, err := base64.StdEncoding.DecodeString(resp)
-		parts := strings.Split(string(raw), "\x00")
-		if err != nil || len(parts) != 3 || parts[2] != authPassword {
-			fmt.Fprintf(c, "FAIL\t%s\treason=bad credentials\n", id)
-			continue
-		}
-		fmt.Fprintf(c, "OK\t%s\tuser=%s\n", id, parts[1])
-	}
 }

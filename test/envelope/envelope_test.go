@@ -101,7 +101,7 @@ func start(t *testing.T) *env {
 	e := &env{dir: dir}
 	e.moat = stack.StartMoat(t, conf, "unix:"+sock)
 	cert, key := writeCert(t, dir)
-	auth := startDovecotAuth(t)
+	auth := stack.StartSASLAuth(t)
 	opts := stack.PostfixOptions{
 		Milter:    "unix:" + sock,
 		Mailboxes: []string{mailbox},
