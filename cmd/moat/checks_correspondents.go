@@ -2,12 +2,8 @@ package main
 
 // Trusted correspondents learned from outbound mail, and `moat correspondents list|forget|import`.
 import (
-	"context"
-	"errors"
 	"flag"
-	"fmt"
 	"io"
-	"time"
 
 	"github.com/moatmail/moat/rules/correspondents"
 )
@@ -25,18 +21,5 @@ func runCorrespondents(args []string, stdout, stderr io.Writer) int {
 	if code, ok := parseFlags("correspondents", fs, args, stdout, stderr); !ok {
 		return code
 	}
-	f, err := loadConfig(*path)
-	if err != nil {
-		return fail(stderr, err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	if err := correspondents.Command(ctx, f, fs.Args(), stdout); err != nil {
-		fmt.Fprintln(stderr, "moat: "+err.Error())
-		if errors.Is(err, correspondents.ErrUsage) {
-			return 2
-		}
-		return 1
-	}
-	return 0
+	return runStateCommand(*path, fs.Args(), correspondents.Command, correspondents.ErrUsage, stdout, stderr)
 }

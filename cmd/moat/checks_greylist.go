@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/moatmail/moat/config"
 	"github.com/moatmail/moat/rules/greylist"
 )
 
@@ -33,15 +34,22 @@ func runGreylist(args []string, stdout, stderr io.Writer) int {
 		}
 		return code
 	}
-	f, err := loadConfig(*path)
+	return runStateCommand(*path, fs.Args(), greylist.Command, greylist.ErrUsage, stdout, stderr)
+}
+
+// runStateCommand loads the configuration and runs a subcommand that reads or changes a check's state in the
+// store, bounded in time. Exit status: 0 done, 1 failed, 2 bad usage (errUsage).
+func runStateCommand(path string, args []string, run func(context.Context, *config.File, []string, io.Writer) error,
+	errUsage error, stdout, stderr io.Writer) int {
+	f, err := loadConfig(path)
 	if err != nil {
 		return fail(stderr, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	if err := greylist.Command(ctx, f, fs.Args(), stdout); err != nil {
+	if err := run(ctx, f, args, stdout); err != nil {
 		fmt.Fprintln(stderr, "moat: "+err.Error())
-		if errors.Is(err, greylist.ErrUsage) {
+		if errors.Is(err, errUsage) {
 			return 2
 		}
 		return 1
