@@ -13,6 +13,8 @@ package envelope
 
 import (
 	"fmt"
+	"net"
+	"net/smtp"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -348,5 +350,84 @@ func TestListsReloadOnSIGHUP(t *testing.T) {
 	e.waitLog(t, "configuration reloaded", 1)
 	if r := rcpt(); r.Code != 250 {
 		t.Fatalf("after the reload: %v, want 250", r)
+	}
+}
+
+// TestConnectionFindingsOncePerMessage: two messages on one SMTP connection, the first accepted, the second
+// ended by RSET, and a third after it: the summary line of each later message lists the connect- and
+// HELO-stage findings once, as the first does, and not again for each message before it.
+func TestConnectionFindingsOncePerMessage(t *testing.T) {
+	e := start(t)
+	conn, err := net.DialTimeout("tcp", e.pf.Addr, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.SetDeadline(time.Now().Add(60 * time.Second))
+	c, err := smtp.NewClient(conn, "localhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Hello("client.example"); err != nil {
+		t.Fatal(err)
+	}
+	froms := []string{"first@remote.example", "second@remote.example", "third@remote.example"}
+	for i, from := range froms {
+		if err := c.Mail(from); err != nil {
+			t.Fatalf("MAIL %s: %v", from, err)
+		}
+		if err := c.Rcpt(mailbox); err != nil {
+			t.Fatalf("RCPT for %s: %v", from, err)
+		}
+		if i == 1 { // the second message is given up with RSET
+			if err := c.Reset(); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		w, err := c.Data()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write(message(from, mailbox, "one connection", "hello")); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Close(); err != nil {
+			t.Fatalf("DATA for %s: %v", from, err)
+		}
+	}
+	_ = c.Quit()
+	for _, from := range froms {
+		e.waitLog(t, "from="+from, 1)
+	}
+	checksRE := regexp.MustCompile(`checks="([^"]*)"`)
+	var first string
+	for i, from := range froms {
+		line := ""
+		for _, l := range strings.Split(e.moat.Log(), "\n") {
+			if strings.Contains(l, "msg=message") && strings.Contains(l, "from="+from) {
+				line = l
+			}
+		}
+		m := checksRE.FindStringSubmatch(line)
+		if m == nil {
+			t.Fatalf("no checks= in the summary line of %s: %s", from, line)
+		}
+		for _, stage := range []string{"connect(", "helo("} {
+			if n := strings.Count(m[1], stage); n > 1 {
+				t.Errorf("message %d (%s): stage %q listed %d times in checks=%q", i+1, from, stage, n, m[1])
+			}
+		}
+		conn := strings.SplitN(m[1], " mail(", 2)[0]
+		if i == 0 {
+			first = conn
+			if !strings.Contains(first, "connect(relay=") {
+				t.Fatalf("the first message's line lacks the connect-stage relay finding: checks=%q", m[1])
+			}
+			continue
+		}
+		if conn != first {
+			t.Errorf("message %d (%s): connection findings %q, want %q as for the first message", i+1, from, conn, first)
+		}
 	}
 }
