@@ -164,3 +164,48 @@ func TestTransactionSpoolFailure(t *testing.T) {
 		t.Errorf("spool directory created: %v", err)
 	}
 }
+
+// TestConnectionFindingsOncePerMessage: the connect- and HELO-stage findings apply to every message of the
+// connection, and each message's summary line lists them once, after RSET or a second MAIL FROM too.
+func TestConnectionFindingsOncePerMessage(t *testing.T) {
+	logs := &syncBuffer{}
+	e, err := policy.Build(policytest.Parse(t, policytest.Policy+"[checks.test]\nconnect_error = \"scripted\"\n"),
+		slog.New(slog.NewTextHandler(logs, nil)), policytest.Services())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Retire)
+	tx := policy.NewTransaction(e, policy.NewSession(), policy.SpoolSettings{})
+	ctx := context.Background()
+	tx.Connect(ctx)
+	tx.Session().Helo = "client.example"
+	tx.Helo(ctx)
+	var refs []string
+	sendMessage(t, tx, "first") // accepted
+	refs = append(refs, tx.Session().Ref)
+	tx.Mail(ctx, policy.MailCommand{From: "alice@remote.test"}) // ended by RSET
+	tx.Rcpt(ctx, "bob@local.test", "")
+	refs = append(refs, tx.Session().Ref)
+	tx.Abort()
+	tx.Mail(ctx, policy.MailCommand{From: "alice@remote.test"}) // ended by the next MAIL FROM
+	refs = append(refs, tx.Session().Ref)
+	sendMessage(t, tx, "last")
+	refs = append(refs, tx.Session().Ref)
+	tx.Abort()
+	for i, ref := range refs {
+		line := ""
+		for _, l := range strings.Split(logs.String(), "\n") {
+			if strings.Contains(l, "ref="+ref) && strings.Contains(l, "msg=message") {
+				line = l
+			}
+		}
+		if line == "" {
+			t.Fatalf("message %d: no summary line for ref %s:\n%s", i+1, ref, logs)
+		}
+		for _, want := range []string{"scripted at connect", "scripted at helo", "connect(test=temperror/test-connect)", "helo(test=temperror/test-helo)"} {
+			if n := strings.Count(line, want); n != 1 {
+				t.Errorf("message %d: %q %d times in the summary line, want once:\n%s", i+1, want, n, line)
+			}
+		}
+	}
+}

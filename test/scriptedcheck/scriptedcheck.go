@@ -5,6 +5,7 @@ package scriptedcheck
 
 import (
 	"context"
+	"errors"
 	"io"
 	"slices"
 	"strings"
@@ -31,6 +32,9 @@ type Config struct {
 	ScanMaxSize int64 `toml:"scan_max_size"`
 	// Delay makes the end-of-message work take this long (or until its deadline), like a slow scanner.
 	Delay config.Duration `toml:"delay"`
+	// ConnectError, when set, makes the check also run at connect and HELO, each time with a temporary-error
+	// finding carrying this error text, so that tests can count the connection's findings in the log line.
+	ConnectError string `toml:"connect_error"`
 }
 
 type check struct{ cfg Config }
@@ -40,6 +44,9 @@ func init() {
 		c := Config{Text: "test check says no"}
 		if err := sec.Decode(&c); err != nil {
 			return nil, err
+		}
+		if c.ConnectError != "" {
+			return &connChecker{&check{cfg: c}}, nil
 		}
 		if c.ScanMaxSize > 0 {
 			return &scanner{&check{cfg: c}}, nil
@@ -66,6 +73,17 @@ func (s *scanner) Scan(ctx context.Context, ss *policy.Session, m policy.Message
 			AddHeaders: []policy.Header{{Name: "X-Test-Scan", Value: " skipped: too large"}}}}
 	}
 	return s.c.Message(ctx, ss, m)
+}
+
+// connChecker is the check with connect- and HELO-stage findings as well.
+type connChecker struct{ *check }
+
+func (c *connChecker) Connect(context.Context, *policy.Session) []policy.Finding {
+	return []policy.Finding{{Status: policy.StatusTempError, Reason: "test-connect", Err: errors.New(c.cfg.ConnectError + " at connect")}}
+}
+
+func (c *connChecker) Helo(context.Context, *policy.Session) []policy.Finding {
+	return []policy.Finding{{Status: policy.StatusTempError, Reason: "test-helo", Err: errors.New(c.cfg.ConnectError + " at helo")}}
 }
 
 func (c *check) Name() string      { return "test" }
