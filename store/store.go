@@ -234,6 +234,10 @@ func Open(ctx context.Context, cfg Config) (Store, error) {
 	return nil, fmt.Errorf("store: unknown backend %q", cfg.Backend)
 }
 
+// Opener opens the store for a command-line tool; cmd/moat makes one with Load and hands it to the checks'
+// subcommands (`moat greylist`, `moat correspondents`).
+type Opener func(ctx context.Context) (Store, error)
+
 // Load decodes the [store] table of f and opens the store; for command-line tools. It never creates an
 // SQLite database (a mistyped path must not leave an empty database behind): the error names the absolute
 // path. A Redis store must answer; a reply error (wrong password, bad database) is reported at its key.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/moatmail/moat/config"
 	"github.com/moatmail/moat/rules/greylist"
+	"github.com/moatmail/moat/store"
 )
 
 func init() {
@@ -38,8 +39,9 @@ func runGreylist(args []string, stdout, stderr io.Writer) int {
 }
 
 // runStateCommand loads the configuration and runs a subcommand that reads or changes a check's state in the
-// store, bounded in time. Exit status: 0 done, 1 failed, 2 bad usage (errUsage).
-func runStateCommand(path string, args []string, run func(context.Context, *config.File, []string, io.Writer) error,
+// store, bounded in time. The store is opened here, in the composition root, with store.Load (which never
+// creates an SQLite database), when the subcommand asks for it. Exit status: 0 done, 1 failed, 2 bad usage (errUsage).
+func runStateCommand(path string, args []string, run func(context.Context, *config.File, store.Opener, []string, io.Writer) error,
 	errUsage error, stdout, stderr io.Writer) int {
 	f, err := loadConfig(path)
 	if err != nil {
@@ -47,7 +49,8 @@ func runStateCommand(path string, args []string, run func(context.Context, *conf
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	if err := run(ctx, f, args, stdout); err != nil {
+	open := func(ctx context.Context) (store.Store, error) { return store.Load(ctx, f) }
+	if err := run(ctx, f, open, args, stdout); err != nil {
 		fmt.Fprintln(stderr, "moat: "+err.Error())
 		if errors.Is(err, errUsage) {
 			return 2

@@ -31,7 +31,10 @@ import  records the addresses of FILE (one a line, "Name <addr>" or addr; # comm
 var ErrUsage = errors.New("correspondents: bad usage")
 
 // Command runs `moat correspondents ARGS` against the store of the configuration f, writing to stdout.
-func Command(ctx context.Context, f *config.File, args []string, stdout io.Writer) error {
+//
+// The store is opened with open, which the composition root hands in, once the command line is known to
+// be well formed; the command closes it.
+func Command(ctx context.Context, f *config.File, open store.Opener, args []string, stdout io.Writer) error {
 	if len(args) < 2 {
 		return fmt.Errorf("%w: missing subcommand or USER\n%s", ErrUsage, Usage)
 	}
@@ -51,7 +54,7 @@ func Command(ctx context.Context, f *config.File, args []string, stdout io.Write
 	if err != nil {
 		return err
 	}
-	st, err := store.Load(ctx, f)
+	st, err := open(ctx)
 	if err != nil {
 		return err
 	}

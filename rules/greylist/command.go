@@ -30,7 +30,10 @@ purge    deletes expired entries (SQLite; Redis expires entries itself)`
 var ErrUsage = errors.New("greylist: bad usage")
 
 // Command runs `moat greylist ARGS` against the store of the configuration f, writing to stdout.
-func Command(ctx context.Context, f *config.File, args []string, stdout io.Writer) error {
+//
+// The store is opened with open, which the composition root hands in, once the command line is known to
+// be well formed; the command closes it.
+func Command(ctx context.Context, f *config.File, open store.Opener, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
 		return fmt.Errorf("%w: missing subcommand\n%s", ErrUsage, Usage)
 	}
@@ -70,7 +73,7 @@ func Command(ctx context.Context, f *config.File, args []string, stdout io.Write
 		return fmt.Errorf("%w: unknown subcommand %q\n%s", ErrUsage, sub, Usage)
 	}
 
-	st, err := store.Load(ctx, f)
+	st, err := open(ctx)
 	if err != nil {
 		return err
 	}

@@ -40,7 +40,7 @@ func TestCommand(t *testing.T) {
 
 	run := func(args ...string) (string, error) {
 		var out bytes.Buffer
-		err := Command(context.Background(), f, args, &out)
+		err := Command(context.Background(), f, func(ctx context.Context) (store.Store, error) { return store.Load(ctx, f) }, args, &out)
 		return out.String(), err
 	}
 	out, err := run("list")

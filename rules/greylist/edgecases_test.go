@@ -219,7 +219,7 @@ func TestCommandPathsAndQueries(t *testing.T) {
 	}
 	run := func(args ...string) (string, error) {
 		var out strings.Builder
-		err := Command(context.Background(), f, args, &out)
+		err := Command(context.Background(), f, func(ctx context.Context) (store.Store, error) { return store.Load(ctx, f) }, args, &out)
 		return out.String(), err
 	}
 	want := filepath.Join(confDir, "grey.db")
