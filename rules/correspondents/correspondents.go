@@ -5,7 +5,7 @@
 //
 // Mail from a trusted client (SMTP AUTH or a trusted network, Session.Trusted) whose envelope sender is in a
 // local domain records, for that local user and each accepted recipient outside the local domains, the
-// recipient's address, the recipient's domain and the message's Message-ID. Each key expires after expiry
+// recipient's address, the recipient's domain and the message's Message-ID bound to that recipient. Each key expires after expiry
 // (365d) and is refreshed whenever it is written again (a new message to that correspondent, or a proven
 // message from them). A user keeps at most max_per_user addresses and domains, those used most recently, so
 // that a mailing-list blast cannot fill the store, and as many sent Message-IDs in a set of their own, so that
