@@ -43,10 +43,9 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/net/publicsuffix"
-
 	"github.com/moatmail/moat/config"
 	"github.com/moatmail/moat/internal/addr"
+	"github.com/moatmail/moat/internal/proof"
 	"github.com/moatmail/moat/policy"
 	"github.com/moatmail/moat/store"
 )
@@ -329,7 +328,7 @@ func (c *Check) remoteSender(s *policy.Session) (addr.Address, bool) {
 }
 
 func spfProves(s *policy.Session, x addr.Address) bool {
-	return s.Get(policy.FactSPFResult) == "pass" && addr.Domain(s.Get(policy.FactSPFDomain)) == x.CanonDomain()
+	return proof.SPF(s.Get(policy.FactSPFResult), s.Get(policy.FactSPFDomain), x.CanonDomain())
 }
 
 func (c *Check) spfWhy(s *policy.Session) string {
@@ -342,23 +341,8 @@ func (c *Check) spfWhy(s *policy.Session) string {
 
 // dkimProves reports whether a DKIM signature of a domain aligned with X's domain verified.
 func dkimProves(s *policy.Session, x addr.Address) bool {
-	for _, d := range strings.Split(s.Get(policy.FactDKIMPassDomains), ",") {
-		if d = addr.Domain(d); d != "" && aligned(d, x.CanonDomain()) {
-			return true
-		}
-	}
-	return false
-}
-
-// aligned is DMARC relaxed alignment (RFC 7489 section 3.1): both domains have the same organizational
-// domain, from the public suffix list (section 3.2).
-func aligned(a, b string) bool {
-	if a == b {
-		return true
-	}
-	oa, err1 := publicsuffix.EffectiveTLDPlusOne(a)
-	ob, err2 := publicsuffix.EffectiveTLDPlusOne(b)
-	return err1 == nil && err2 == nil && oa == ob
+	_, ok := proof.DKIM(s.Get(policy.FactDKIMPassDomains), x.CanonDomain())
+	return ok
 }
 
 // Message implements policy.MessageChecker: outbound mail is recorded, inbound mail is matched and scored.
