@@ -44,13 +44,17 @@ func (c *Check) learnedProof(s *policy.Session, snd sender, atEOM bool) (proofSt
 	return failed, ""
 }
 
+// StatusUnproven is the status of a learned sender without proof: the log line and X-Moat show
+// senderlists=unproven, the finding's reason says which proof failed.
+const StatusUnproven policy.Status = "unproven"
+
 // unprovenLearned is the trace's note that a learned sender came without proof: nothing changes.
 func unprovenLearned(s *policy.Session) policy.Finding {
 	spf := s.Get(policy.FactSPFResult)
 	if spf == "" {
 		spf = "none"
 	}
-	return policy.Finding{Status: policy.StatusNone, Reason: "learned-unproven-spf-" + spf + "-no-aligned-dkim",
+	return policy.Finding{Status: StatusUnproven, Reason: "learned-unproven-spf-" + spf + "-no-aligned-dkim",
 		Detail: "sender on the learned white list, but neither SPF pass for its domain nor an aligned DKIM pass"}
 }
 
