@@ -25,7 +25,7 @@ func runLearnedSuite(t *testing.T, open func(t *testing.T) Store) {
 			want   bool
 		}{
 			{"friend@example.com", 0, true},
-			{"FRIEND@example.com", 23 * time.Hour, true}, // case-blind
+			{"FRIEND@example.com", 23 * time.Hour, true},  // case-blind
 			{"friend@example.com", 24 * time.Hour, false}, // expired
 			{"other@example.com", 0, false},
 			{"", 0, false}, // the null sender is never learned

@@ -269,7 +269,9 @@ func forgetAddresses(t *testing.T, st store.Store) {
 	}
 }
 
-func replyTo(id string) []policy.Header { return []policy.Header{{Name: "In-Reply-To", Value: " <" + id + ">"}} }
+func replyTo(id string) []policy.Header {
+	return []policy.Header{{Name: "In-Reply-To", Value: " <" + id + ">"}}
+}
 
 func spfPassFor(a string) map[string]string {
 	return map[string]string{policy.FactSPFResult: "pass", policy.FactSPFDomain: addrDomain(a)}

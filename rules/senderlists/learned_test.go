@@ -43,8 +43,8 @@ func TestLearned(t *testing.T) {
 	ctx := context.Background()
 	for _, tc := range []struct {
 		name, from, spf, spfDomain, dkim string
-		rcptWhite, eomWhite             bool
-		eomReason                       string
+		rcptWhite, eomWhite              bool
+		eomReason                        string
 	}{
 		{"spf pass", "friend@remote.example", "pass", "remote.example", "", true, true, ReasonWhitelist},
 		{"aligned dkim, known at end of message", "friend@remote.example", "fail", "remote.example", "mail.remote.example", false, true, ReasonWhitelist},

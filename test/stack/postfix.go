@@ -38,14 +38,14 @@ type PostfixOptions struct {
 
 // Postfix is a running private Postfix instance.
 type Postfix struct {
-	Addr     string // "127.0.0.1:port" of smtpd
+	Addr string // "127.0.0.1:port" of smtpd
 	// SubmissionAddr is "127.0.0.1:port" of the submission service (PostfixOptions.Submission), else "".
 	SubmissionAddr string
-	Dir      string // root of the instance
-	ConfDir  string // config_directory (main.cf, master.cf)
-	QueueDir string
-	MailDir  string // virtual_mailbox_base
-	LogFile  string // maillog_file
+	Dir            string // root of the instance
+	ConfDir        string // config_directory (main.cf, master.cf)
+	QueueDir       string
+	MailDir        string // virtual_mailbox_base
+	LogFile        string // maillog_file
 
 	port int
 	p    *proc
