@@ -90,7 +90,7 @@ func openSQLiteDB(ctx context.Context, path string, full, create bool) (*SQLite,
 	db.SetMaxOpenConns(1)
 	db.SetConnMaxLifetime(0)
 	db.SetConnMaxIdleTime(0)
-	if _, err := db.ExecContext(ctx, sqliteSchema+sqliteCorrespondentsSchema); err != nil {
+	if _, err := db.ExecContext(ctx, sqliteSchema+sqliteCorrespondentsSchema+sqliteLearnedSchema); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
@@ -378,6 +378,7 @@ func (s *SQLite) Purge(ctx context.Context, now time.Time) (int, error) {
 		"DELETE FROM greylist WHERE id IN (SELECT id FROM greylist WHERE expires <= ? LIMIT 1000)",
 		"DELETE FROM greylist_clients WHERE client IN (SELECT client FROM greylist_clients WHERE expires <= ? LIMIT 1000)",
 		"DELETE FROM correspondents WHERE (user, key) IN (SELECT user, key FROM correspondents WHERE expires <= ? LIMIT 1000)",
+		"DELETE FROM learned_senders WHERE key IN (SELECT key FROM learned_senders WHERE expires <= ? LIMIT 1000)",
 	}
 	for _, q := range stmts {
 		for {

@@ -83,6 +83,8 @@ type Store interface {
 	Backend() string
 	// Close releases the store.
 	Close() error
+
+	LearnedSenders
 }
 
 // GreyQuery selects greylist entries for GreyList; zero fields match everything.

@@ -46,6 +46,7 @@ func expectOutcome(t *testing.T, st Store, r GreyRequest, want GreyOutcome) Grey
 
 func runSuite(t *testing.T, open func(t *testing.T) Store) {
 	runSuiteReview(t, open)
+	runLearnedSuite(t, open)
 	t.Run("DelayAndWindow", func(t *testing.T) {
 		st := open(t)
 		r := req("192.0.2.0/24", "alice@example.com", "bob@example.org", t0)

@@ -23,7 +23,8 @@ const Usage = `usage: moat correspondents list USER
 
 list    lists USER's live correspondents: kind (address, domain, reply), hashed key, expiry; addresses are
         stored only as hashes, so they cannot be shown; the count is of addresses and domains
-forget  forgets every correspondent of USER, or one address (and its domain), or one domain
+forget  forgets every correspondent of USER, or one address (its domain and the Message-IDs sent to it),
+        or one domain
 import  records the addresses of FILE (one a line, "Name <addr>" or addr; # comments) as correspondents
         of USER, as if USER had written to them`
 
@@ -84,32 +85,7 @@ func Command(ctx context.Context, f *config.File, open store.Opener, args []stri
 		tw.Flush()
 		fmt.Fprintf(stdout, "%d correspondents of %s, %d sent Message-IDs\n", len(es)-len(rs), addrString(user), len(rs))
 	case "forget":
-		var keys []string
-		what := "every correspondent"
-		if len(rest) == 1 {
-			target := rest[0]
-			if a, err := addr.Parse(target); err == nil && a.Local != "" && a.Domain != "" {
-				keys = []string{AddressKey(addrString(a)), DomainKey(a.Domain)}
-				what = addrString(a) + " and " + a.Domain
-			} else if d, err := addr.DomainASCII(target); err == nil && !strings.Contains(target, "@") {
-				keys = []string{DomainKey(d)}
-				what = d
-			} else {
-				return fmt.Errorf("%w: %q is neither an address nor a domain", ErrUsage, target)
-			}
-		}
-		n, err := cs.ForgetCorrespondents(ctx, uk, keys)
-		if err != nil {
-			return err
-		}
-		if len(keys) == 0 {
-			m, err := cs.ForgetCorrespondents(ctx, RepliesKey(addrString(user)), nil)
-			if err != nil {
-				return err
-			}
-			n += m
-		}
-		fmt.Fprintf(stdout, "forgot %s of %s: %d keys deleted\n", what, addrString(user), n)
+		return forget(ctx, cs, user, rest, now, stdout)
 	case "import":
 		keys, err := readAddressBook(rest[0])
 		if err != nil {
@@ -126,6 +102,62 @@ func Command(ctx context.Context, f *config.File, open store.Opener, args []stri
 		fmt.Fprintf(stdout, "imported %d keys for %s from %s\n", len(keys), addrString(user), rest[0])
 	}
 	return nil
+}
+
+// forget deletes USER's correspondents: all of them, or one address with its domain and the Message-IDs sent
+// to it, or one domain.
+func forget(ctx context.Context, cs store.Correspondents, user addr.Address, rest []string, now time.Time, stdout io.Writer) error {
+	var keys []string
+	what, replyTag := "every correspondent", "" // replyTag: that of the Message-IDs sent to the address forgotten
+	if len(rest) == 1 {
+		target := rest[0]
+		if a, err := addr.Parse(target); err == nil && a.Local != "" && a.Domain != "" {
+			keys = []string{AddressKey(addrString(a)), DomainKey(a.Domain)}
+			what = addrString(a) + " and " + a.Domain
+			replyTag = ReplyTag(addrString(a))
+		} else if d, err := addr.DomainASCII(target); err == nil && !strings.Contains(target, "@") {
+			keys = []string{DomainKey(d)}
+			what = d
+		} else {
+			return fmt.Errorf("%w: %q is neither an address nor a domain", ErrUsage, target)
+		}
+	}
+	n, err := cs.ForgetCorrespondents(ctx, UserKey(addrString(user)), keys)
+	if err != nil {
+		return err
+	}
+	rk, m := RepliesKey(addrString(user)), 0
+	switch {
+	case len(rest) == 0:
+		m, err = cs.ForgetCorrespondents(ctx, rk, nil)
+	case replyTag != "":
+		m, err = forgetReplies(ctx, cs, rk, replyTag, now)
+	}
+	if err != nil {
+		return err
+	}
+	n += m
+	fmt.Fprintf(stdout, "forgot %s of %s: %d keys deleted\n", what, addrString(user), n)
+	return nil
+}
+
+// forgetReplies deletes the sent Message-IDs of a user's replies set that are bound to the address whose
+// ReplyTag is tag.
+func forgetReplies(ctx context.Context, cs store.Correspondents, user, tag string, now time.Time) (int, error) {
+	es, err := cs.CorrespondentEntries(ctx, user, now)
+	if err != nil {
+		return 0, err
+	}
+	var keys []string
+	for _, e := range es {
+		if strings.HasSuffix(e.Key, tag) {
+			keys = append(keys, e.Key)
+		}
+	}
+	if len(keys) == 0 {
+		return 0, nil
+	}
+	return cs.ForgetCorrespondents(ctx, user, keys)
 }
 
 // readAddressBook reads one address a line ("addr", "<addr>" or "Name <addr>"; blank lines and # comments

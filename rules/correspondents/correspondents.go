@@ -5,7 +5,7 @@
 //
 // Mail from a trusted client (SMTP AUTH or a trusted network, Session.Trusted) whose envelope sender is in a
 // local domain records, for that local user and each accepted recipient outside the local domains, the
-// recipient's address, the recipient's domain and the message's Message-ID. Each key expires after expiry
+// recipient's address, the recipient's domain and the message's Message-ID bound to that recipient. Each key expires after expiry
 // (365d) and is refreshed whenever it is written again (a new message to that correspondent, or a proven
 // message from them). A user keeps at most max_per_user addresses and domains, those used most recently, so
 // that a mailing-list blast cannot fill the store, and as many sent Message-IDs in a set of their own, so that
@@ -19,8 +19,8 @@
 // # Matching
 //
 // A message from remote X to local Y matches when Y wrote to X ("address"), more weakly when Y wrote to X's
-// domain ("domain"), or when its In-Reply-To or References names a Message-ID that Y sent ("reply"; a reply
-// may come from another participant of the thread, so the Message-ID is not bound to X).
+// domain ("domain"), or when its In-Reply-To or References names a Message-ID that Y sent to X ("reply"; the
+// Message-ID is recorded bound to each remote recipient, so that a third party who quotes it gains nothing).
 //
 // # Proof
 //
@@ -43,10 +43,9 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/net/publicsuffix"
-
 	"github.com/moatmail/moat/config"
 	"github.com/moatmail/moat/internal/addr"
+	"github.com/moatmail/moat/internal/proof"
 	"github.com/moatmail/moat/policy"
 	"github.com/moatmail/moat/store"
 )
@@ -252,12 +251,20 @@ func UserKey(user string) string    { return hashOf("u", strings.ToLower(user)) 
 func RepliesKey(user string) string { return hashOf("r", strings.ToLower(user)) }
 
 // AddressKey, DomainKey and ReplyKey are the store's keys of a correspondent's address, a domain and a
-// Message-ID (with or without angle brackets); the first letter says which.
+// Message-ID (with or without angle brackets) sent to a correspondent; the first letter says which.
 func AddressKey(a string) string { return "a" + hashOf("a", strings.ToLower(a)) }
 func DomainKey(d string) string  { return "d" + hashOf("d", addr.Domain(d)) }
-func ReplyKey(id string) string {
-	return "m" + hashOf("m", strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(id), "<"), ">"))
+
+// ReplyKey binds a Message-ID to the remote address it was sent to: the hash of both, so that only a reply
+// from that address matches, then a tag of the address (ReplyTag) so that forgetting the address can find
+// its Message-IDs without storing either in clear.
+func ReplyKey(id, to string) string {
+	id = strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(id), "<"), ">")
+	return "m" + hashOf("m", id+"\x00"+strings.ToLower(to)) + ReplyTag(to)
 }
+
+// ReplyTag is how every ReplyKey of an address ends.
+func ReplyTag(to string) string { return "." + AddressKey(to)[1:17] }
 
 // KeyKind names the kind of a stored key: address, domain or reply.
 func KeyKind(k string) string {
@@ -321,7 +328,7 @@ func (c *Check) remoteSender(s *policy.Session) (addr.Address, bool) {
 }
 
 func spfProves(s *policy.Session, x addr.Address) bool {
-	return s.Get(policy.FactSPFResult) == "pass" && addr.Domain(s.Get(policy.FactSPFDomain)) == x.CanonDomain()
+	return proof.SPF(s.Get(policy.FactSPFResult), s.Get(policy.FactSPFDomain), x.CanonDomain())
 }
 
 func (c *Check) spfWhy(s *policy.Session) string {
@@ -334,23 +341,8 @@ func (c *Check) spfWhy(s *policy.Session) string {
 
 // dkimProves reports whether a DKIM signature of a domain aligned with X's domain verified.
 func dkimProves(s *policy.Session, x addr.Address) bool {
-	for _, d := range strings.Split(s.Get(policy.FactDKIMPassDomains), ",") {
-		if d = addr.Domain(d); d != "" && aligned(d, x.CanonDomain()) {
-			return true
-		}
-	}
-	return false
-}
-
-// aligned is DMARC relaxed alignment (RFC 7489 section 3.1): both domains have the same organizational
-// domain, from the public suffix list (section 3.2).
-func aligned(a, b string) bool {
-	if a == b {
-		return true
-	}
-	oa, err1 := publicsuffix.EffectiveTLDPlusOne(a)
-	ob, err2 := publicsuffix.EffectiveTLDPlusOne(b)
-	return err1 == nil && err2 == nil && oa == ob
+	_, ok := proof.DKIM(s.Get(policy.FactDKIMPassDomains), x.CanonDomain())
+	return ok
 }
 
 // Message implements policy.MessageChecker: outbound mail is recorded, inbound mail is matched and scored.
@@ -364,7 +356,7 @@ func (c *Check) Message(ctx context.Context, s *policy.Session, _ policy.Message
 	}
 	var replies []string
 	for _, id := range messageIDs(append(s.HeaderValues("In-Reply-To"), s.HeaderValues("References")...)) {
-		replies = append(replies, ReplyKey(id))
+		replies = append(replies, ReplyKey(id, addrString(x)))
 	}
 	if len(replies) > maxReferences {
 		replies = replies[len(replies)-maxReferences:]
@@ -460,6 +452,14 @@ func pick(keys []string, hit []bool) []string {
 	return out
 }
 
+// lastN returns the last n of keys.
+func lastN(keys []string, n int) []string {
+	if len(keys) > n {
+		return keys[len(keys)-n:]
+	}
+	return keys
+}
+
 func anyTrue(bs []bool) bool {
 	for _, b := range bs {
 		if b {
@@ -470,41 +470,41 @@ func anyTrue(bs []bool) bool {
 }
 
 // record queues the keys of an outbound message: the remote recipients and their domains for the local
-// sender, and the Message-ID in the sender's set of replies, both in one queue entry (one store write).
+// sender, and the Message-ID bound to each remote recipient in the sender's set of replies, both in one queue
+// entry (one store write).
 func (c *Check) record(s *policy.Session) []policy.Finding {
 	from := s.From
 	if from.Null() || !c.Local(from.Domain) {
 		return []policy.Finding{{Status: policy.StatusSkipped, Reason: "sender-not-local"}}
 	}
-	var keys []string
+	ids := messageIDs(s.HeaderValues("Message-ID"))
+	var keys, replies []string
 	seen := map[string]bool{}
-	add := func(k string) {
+	add := func(list *[]string, k string) {
 		if !seen[k] {
 			seen[k] = true
-			keys = append(keys, k)
+			*list = append(*list, k)
 		}
 	}
 	for _, r := range s.AcceptedRcpts() {
 		if r.Addr.Domain == "" || strings.HasPrefix(r.Addr.Domain, "[") || c.Local(r.Addr.Domain) {
 			continue
 		}
-		add(AddressKey(addrString(r.Addr)))
-		add(DomainKey(r.Addr.Domain))
+		to := addrString(r.Addr)
+		add(&keys, AddressKey(to))
+		add(&keys, DomainKey(r.Addr.Domain))
+		if len(ids) > 0 {
+			add(&replies, ReplyKey(ids[0], to))
+		}
 	}
 	if len(keys) == 0 {
 		return []policy.Finding{{Status: policy.StatusSkipped, Reason: "no-remote-recipient"}}
 	}
 	// A blast beyond the bound keeps only its last max_per_user keys; writing more would only churn.
-	if len(keys) > c.cfg.MaxPerUser {
-		keys = keys[len(keys)-c.cfg.MaxPerUser:]
-	}
+	keys, replies = lastN(keys, c.cfg.MaxPerUser), lastN(replies, c.cfg.MaxPerUser)
 	now, user := c.now(), addrString(from)
-	recs := []store.CorrRecord{c.rec(UserKey(user), keys, now)}
-	n := len(keys)
-	if ids := messageIDs(s.HeaderValues("Message-ID")); len(ids) > 0 {
-		recs = append(recs, c.rec(RepliesKey(user), []string{ReplyKey(ids[0])}, now))
-		n++
-	}
+	recs := []store.CorrRecord{c.rec(UserKey(user), keys, now), c.rec(RepliesKey(user), replies, now)}
+	n := len(keys) + len(replies)
 	if s.ReadOnly {
 		return []policy.Finding{{Status: StatusRecorded, Detail: fmt.Sprintf("keys=%d read-only: not recorded", n)}}
 	}

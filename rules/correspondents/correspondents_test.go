@@ -105,10 +105,11 @@ func TestRecordAndMatch(t *testing.T) {
 		{"domain only", "carol@remote.example", spfPass, nil, true, policy.StatusPass, -1, "yes"},
 		{"stranger", "eve@elsewhere.example", map[string]string{policy.FactSPFResult: "pass", policy.FactSPFDomain: "elsewhere.example"},
 			nil, false, StatusNotMatched, 0, ""},
+		// The Message-ID was sent to bob only: a third party quoting it gains nothing, proven or not.
 		{"stranger replying with spf", "dan@thread.example", map[string]string{policy.FactSPFResult: "pass", policy.FactSPFDomain: "thread.example"},
-			[]policy.Header{{Name: "In-Reply-To", Value: " <out-1@local.test>"}}, false, policy.StatusPass, -3, "yes"},
+			[]policy.Header{{Name: "In-Reply-To", Value: " <out-1@local.test>"}}, false, StatusNotMatched, 0, ""},
 		{"stranger replying in References, no proof", "dan@thread.example", nil,
-			[]policy.Header{{Name: "References", Value: " <a@x> (comment)\n <out-1@local.test>"}}, false, StatusUnproven, 0, "unproven-spf-none-no-aligned-dkim"},
+			[]policy.Header{{Name: "References", Value: " <a@x> (comment)\n <out-1@local.test>"}}, false, StatusNotMatched, 0, ""},
 		{"stranger naming an unknown Message-ID", "dan@thread.example", map[string]string{policy.FactSPFResult: "pass", policy.FactSPFDomain: "thread.example"},
 			[]policy.Header{{Name: "In-Reply-To", Value: " <forged@local.test>"}}, false, StatusNotMatched, 0, ""},
 	}
@@ -258,10 +259,67 @@ func TestExampleConfig(t *testing.T) {
 	}
 }
 
+// forgetAddresses drops alice's addresses and domains from the store, leaving her sent Message-IDs, so that
+// only a reply can match.
+func forgetAddresses(t *testing.T, st store.Store) {
+	t.Helper()
+	cs, _ := store.CorrespondentsOf(st)
+	if _, err := cs.ForgetCorrespondents(context.Background(), UserKey("alice@local.test"), nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func replyTo(id string) []policy.Header {
+	return []policy.Header{{Name: "In-Reply-To", Value: " <" + id + ">"}}
+}
+
+func spfPassFor(a string) map[string]string {
+	return map[string]string{policy.FactSPFResult: "pass", policy.FactSPFDomain: addrDomain(a)}
+}
+
+// TestReplyBoundToRecipient: a Message-ID counts for a reply from a remote recipient it was sent to, with
+// proof, and for nobody else.
+func TestReplyBoundToRecipient(t *testing.T) {
+	c, st := newCheck(t, nil)
+	send(t, c, []string{"bob@remote.example", "Xavier@Other.example"}, "out-1@local.test")
+	send(t, c, []string{"xavier@other.example"}, "out-2@local.test")
+	forgetAddresses(t, st)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name, from string
+		facts      map[string]string
+		headers    []policy.Header
+		status     policy.Status
+		detail     string
+	}{
+		{"bob, proven", "bob@remote.example", spfPassFor("bob@remote.example"), replyTo("out-1@local.test"), policy.StatusPass, "match=reply proof=spf"},
+		{"bob, unproven", "bob@remote.example", nil, replyTo("out-1@local.test"), StatusUnproven, "match=reply: neither SPF pass nor an aligned DKIM pass for remote.example"},
+		{"xavier in References, case apart", "XAVIER@other.example", spfPassFor("x@other.example"),
+			[]policy.Header{{Name: "References", Value: " <a@x> <out-1@local.test>"}}, policy.StatusPass, "match=reply proof=spf"},
+		{"bob naming a Message-ID sent only to xavier", "bob@remote.example", spfPassFor("bob@remote.example"), replyTo("out-2@local.test"), StatusNotMatched, ""},
+		{"dan, proven, naming a Message-ID sent to bob", "dan@thread.example", spfPassFor("dan@thread.example"), replyTo("out-1@local.test"), StatusNotMatched, ""},
+		{"bob's domain, another user", "carol@remote.example", spfPassFor("carol@remote.example"), replyTo("out-1@local.test"), StatusNotMatched, ""},
+	} {
+		s := session(t, msg{from: tc.from, rcpts: []string{"alice@local.test"}, facts: tc.facts, headers: tc.headers})
+		f := c.Message(ctx, s, nil)[0]
+		if f.Status != tc.status || tc.detail != "" && f.Detail != tc.detail {
+			t.Errorf("%s: %+v, want %s %q", tc.name, f, tc.status, tc.detail)
+		}
+		if want := tc.status == policy.StatusPass; want != (f.Score == -3) {
+			t.Errorf("%s: score %v", tc.name, f.Score)
+		}
+	}
+	if ReplyKey("<out-1@local.test>", "Bob@remote.example") != ReplyKey("out-1@local.test", "bob@remote.example") ||
+		ReplyKey("out-1@local.test", "bob@remote.example") == ReplyKey("out-1@local.test", "dan@remote.example") ||
+		!strings.HasSuffix(ReplyKey("id@x", "bob@remote.example"), ReplyTag("bob@remote.example")) {
+		t.Fatal("ReplyKey is not bound to the recipient, or not case-blind")
+	}
+}
+
 // TestRepliesBoundedApart: a user who writes much to one correspondent keeps that correspondent; the sent
 // Message-IDs are bounded in a set of their own, the oldest going first.
 func TestRepliesBoundedApart(t *testing.T) {
-	c, _ := newCheck(t, func(cfg *Config) { cfg.MaxPerUser = 3 })
+	c, st := newCheck(t, func(cfg *Config) { cfg.MaxPerUser = 3 })
 	tick := t0
 	c.now = func() time.Time { tick = tick.Add(time.Second); return tick }
 	send(t, c, []string{"old@friend.example"}, "first@local.test")
@@ -269,13 +327,17 @@ func TestRepliesBoundedApart(t *testing.T) {
 		send(t, c, []string{"bob@remote.example"}, fmt.Sprintf("m%d@local.test", i))
 	}
 	ctx := context.Background()
+	if f := c.Message(ctx, session(t, msg{from: "old@friend.example", rcpts: []string{"alice@local.test"},
+		facts: spfPassFor("old@friend.example")}), nil)[0]; f.Status != policy.StatusPass {
+		t.Fatalf("old@friend.example: %+v: the address is to be kept, the IDs do not count against it", f)
+	}
+	forgetAddresses(t, st)
 	for _, tc := range []struct {
 		from, inReplyTo string
 		want            policy.Status
 	}{
-		{"old@friend.example", "", policy.StatusPass}, // address kept: the IDs do not count against it
-		{"dan@thread.example", "m9@local.test", policy.StatusPass},
-		{"dan@thread.example", "m0@local.test", StatusNotMatched}, // pushed out of the bound of 3
+		{"bob@remote.example", "m9@local.test", policy.StatusPass},
+		{"bob@remote.example", "m0@local.test", StatusNotMatched}, // pushed out of the bound of 3
 	} {
 		facts := map[string]string{policy.FactSPFResult: "pass", policy.FactSPFDomain: addrDomain(tc.from)}
 		var hs []policy.Header

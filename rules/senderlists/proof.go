@@ -7,6 +7,7 @@ import (
 	"golang.org/x/net/publicsuffix"
 
 	"github.com/moatmail/moat/internal/addr"
+	"github.com/moatmail/moat/internal/proof"
 	"github.com/moatmail/moat/policy"
 )
 
@@ -75,25 +76,8 @@ func isSelfOrParent(parent, child string) bool {
 	return ps != parent
 }
 
-// aligned is DMARC relaxed alignment (RFC 7489 section 3.1): both domains have the same organizational domain.
-// The organizational domain comes from the public suffix list (RFC 7489 section 3.2).
-func aligned(a, b string) bool {
-	if a == "" || b == "" {
-		return false
-	}
-	if a == b {
-		return true
-	}
-	return orgDomain(a) == orgDomain(b)
-}
-
-func orgDomain(d string) string {
-	o, err := publicsuffix.EffectiveTLDPlusOne(d)
-	if err != nil {
-		return d
-	}
-	return o
-}
+// aligned is DMARC relaxed alignment (RFC 7489 section 3.1), shared with the other checks that prove senders.
+func aligned(a, b string) bool { return proof.Aligned(a, b) }
 
 func dkimPassDomains(s *policy.Session) []string {
 	var out []string

@@ -53,6 +53,7 @@ import (
 	"github.com/moatmail/moat/internal/addr"
 	"github.com/moatmail/moat/internal/lists"
 	"github.com/moatmail/moat/policy"
+	"github.com/moatmail/moat/store"
 )
 
 // Name is the check's registered name.
@@ -92,6 +93,11 @@ type Config struct {
 	// Recipient holds per-recipient lists, keyed by recipient address or domain:
 	// [checks.senderlists.recipient."boss@example.com"].
 	Recipient map[string]Lists `toml:"recipient"`
+	// Learned consults the store's learned white list (senders a person vouched for when releasing their
+	// message from the quarantine).
+	Learned bool `toml:"learned"`
+	// LearnedRequireProof counts a learned sender only with SPF pass for its domain or an aligned DKIM pass.
+	LearnedRequireProof bool `toml:"learned_require_proof"`
 }
 
 // DefaultConfig returns the defaults of the table.
@@ -101,6 +107,8 @@ func DefaultConfig() Config {
 		DefaultAddressProof: "none",
 		BlacklistText:       "<{addr}>: sender rejected by local policy",
 		Header:              "X-Moat-Senderlist",
+		Learned:             false,
+		LearnedRequireProof: true,
 	}
 }
 
@@ -114,14 +122,21 @@ type Check struct {
 	text     string
 	header   string
 	defaults defaults
+
+	learnedStore        store.LearnedSenders // nil: learned = false
+	learnedRequireProof bool
 }
 
-func setup(sec *config.Section, _ *policy.Env) (policy.Check, error) {
+func setup(sec *config.Section, env *policy.Env) (policy.Check, error) {
 	cfg := DefaultConfig()
 	if err := sec.Decode(&cfg); err != nil {
 		return nil, err
 	}
-	c, err := New(sec, cfg)
+	ls, err := openLearned(env, cfg.Learned)
+	if err != nil {
+		return nil, sec.Errorf("learned", "%v", err)
+	}
+	c, err := New(sec, cfg, ls)
 	if err != nil {
 		return nil, err
 	}
@@ -145,7 +160,7 @@ func (r rcptOnly) Rcpt(ctx context.Context, s *policy.Session, rc *policy.Recipi
 // NeedsEOM reports whether the check has work at end of message: writing its header, or deciding white-list
 // entries that need DKIM or DMARC proof.
 func (c *Check) NeedsEOM() bool {
-	if c.header != "" {
+	if c.header != "" || c.learnedStore != nil && c.learnedRequireProof {
 		return true
 	}
 	lists := []*List{c.global.white}
@@ -162,9 +177,14 @@ func (c *Check) NeedsEOM() bool {
 	return false
 }
 
-// New builds the check from a decoded configuration; sec locates errors.
-func New(sec *config.Section, cfg Config) (*Check, error) {
-	c := &Check{perRcpt: map[string]pair{}, text: cfg.BlacklistText, header: cfg.Header, provable: provable(sec.File())}
+// New builds the check from a decoded configuration and the learned white list (nil when learned = false);
+// sec locates errors.
+func New(sec *config.Section, cfg Config, learned store.LearnedSenders) (*Check, error) {
+	c := &Check{perRcpt: map[string]pair{}, text: cfg.BlacklistText, header: cfg.Header, provable: provable(sec.File()),
+		learnedStore: learned, learnedRequireProof: cfg.LearnedRequireProof}
+	if learned != nil && cfg.LearnedRequireProof && c.provable&(ProofSPF|ProofDKIM) == 0 {
+		return nil, sec.Errorf("learned_require_proof", "%v: learned senders need SPF or DKIM proof, but neither [checks.spf] nor [checks.dkim] is enabled", ErrUnprovable)
+	}
 	var err error
 	if c.defaults.domain, err = ParseProof(cfg.DefaultDomainProof); err != nil {
 		return nil, sec.Errorf("default_domain_proof", "%v", err)
@@ -209,7 +229,7 @@ func New(sec *config.Section, cfg Config) (*Check, error) {
 		c.perRcpt[key] = p
 		n += p.white.Len() + p.black.Len()
 	}
-	if n == 0 {
+	if n == 0 && learned == nil {
 		return nil, sec.Errorf("", "no entries: set whitelist, blacklist, their _file keys, or recipient tables")
 	}
 	return c, nil
@@ -339,9 +359,11 @@ type outcome struct {
 	how     string // the proof that held
 	pending *Entry // a white-list entry waiting for end-of-message proof
 	black   *Entry // the first black-list entry that matched
+	// unprovenLearned: the sender is on the learned white list without the proof it needs.
+	unprovenLearned bool
 }
 
-func (c *Check) decide(s *policy.Session, r *policy.Recipient, atEOM bool) outcome {
+func (c *Check) decide(s *policy.Session, r *policy.Recipient, atEOM, learned bool) outcome {
 	snd := newSender(s)
 	pairs := []pair{c.global}
 	if r != nil && r.Addr.Domain != "" {
@@ -366,6 +388,19 @@ func (c *Check) decide(s *policy.Session, r *policy.Recipient, atEOM bool) outco
 			}
 		}
 	}
+	if learned {
+		switch st, how := c.learnedProof(s, snd, atEOM); st {
+		case proven:
+			o.white, o.how = learnedEntry, how
+			return o
+		case pending:
+			if o.pending == nil {
+				o.pending = learnedEntry
+			}
+		case failed:
+			o.unprovenLearned = true
+		}
+	}
 	for _, p := range pairs {
 		if m := p.black.matching(snd); len(m) > 0 {
 			o.black = m[0]
@@ -376,8 +411,12 @@ func (c *Check) decide(s *policy.Session, r *policy.Recipient, atEOM bool) outco
 }
 
 // Rcpt looks the sender up for this recipient.
-func (c *Check) Rcpt(_ context.Context, s *policy.Session, r *policy.Recipient) []policy.Finding {
-	o := c.decide(s, r, false)
+func (c *Check) Rcpt(ctx context.Context, s *policy.Session, r *policy.Recipient) []policy.Finding {
+	learned, err := c.learned(ctx, s)
+	o := c.decide(s, r, false, learned)
+	if err != nil && o.white == nil && o.black == nil {
+		return []policy.Finding{{Status: policy.StatusTempError, Reason: "learned-store-error", Err: err}}
+	}
 	switch {
 	case o.white != nil:
 		return []policy.Finding{whitelist(o)}
@@ -399,16 +438,22 @@ func (c *Check) Rcpt(_ context.Context, s *policy.Session, r *policy.Recipient) 
 // so the MTA need not send the body on its account.
 func (c *Check) HeaderOnly() bool { return true }
 
-func (c *Check) Message(_ context.Context, s *policy.Session, _ policy.Message) []policy.Finding {
+func (c *Check) Message(ctx context.Context, s *policy.Session, _ policy.Message) []policy.Finding {
 	rcpts := s.AcceptedRcpts()
 	if len(rcpts) == 0 {
 		return nil
 	}
+	learned, err := c.learned(ctx, s)
+	if err != nil {
+		learned = false // nothing changes; the RCPT stage's finding carried the error
+	}
+	unproven := false
 	allWhite, newlyWhite := true, false
 	var won []string
 	seen := map[*Entry]bool{}
 	for _, r := range rcpts {
-		o := c.decide(s, r, true)
+		o := c.decide(s, r, true, learned)
+		unproven = unproven || o.unprovenLearned
 		if o.white == nil {
 			allWhite = false
 			if o.black != nil {
@@ -431,6 +476,9 @@ func (c *Check) Message(_ context.Context, s *policy.Session, _ policy.Message) 
 		}
 	}
 	if len(won) == 0 {
+		if unproven {
+			return []policy.Finding{unprovenLearned(s)}
+		}
 		return nil
 	}
 	f := policy.Finding{Status: policy.StatusPass, Reason: "listed", Detail: strings.Join(won, "; ")}

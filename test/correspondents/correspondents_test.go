@@ -1,11 +1,12 @@
-// Package correspondents_test runs trusted correspondents end to end: real Postfix instances with SMTP AUTH
-// (a Dovecot-protocol stand-in as the SASL backend) for the local users' outbound mail, the built moat binary
-// as their milter, SPF answered by a real unbound, the state in one real redis-server shared by two moat
-// instances (and in SQLite for the expiry test).
+// Package correspondents_test runs trusted correspondents end to end: real Postfix instances whose local users
+// submit on a submission service of their own with SMTP AUTH required (a Dovecot-protocol stand-in as the SASL
+// backend), as on port 587, while remote mail arrives on the MX service; the built moat binary as their milter,
+// SPF answered by a real unbound, the state in one real redis-server shared by two moat instances (and in
+// SQLite for the expiry test).
 //
-//	alice (AUTH) → Postfix A → moat A ─┐
-//	                                    ├→ redis-server (correspondents, greylisting)
-//	bob (127.0.0.2/.3) → Postfix B → moat B ─┘         ↓ accepted: Maildir of alice@moat.test on B
+//	alice (AUTH) → Postfix A, submission → moat A ─┐
+//	                                                ├→ redis-server (correspondents, greylisting)
+//	bob (127.0.0.2/.3) → Postfix B, MX → moat B ────┘         ↓ accepted: Maildir of alice@moat.test on B
 package correspondents_test
 
 import (
@@ -55,9 +56,9 @@ type instance struct {
 	pf               *stack.Postfix
 }
 
-// startInstance starts moat (SPF, correspondents, greylisting over storeTOML) and a Postfix that offers SMTP
-// AUTH, relays for authenticated clients only and delivers mail for alice and carol.
-func startInstance(t *testing.T, name, dnsAddr, sasl, storeTOML, corrTOML string) *instance {
+// startInstance starts moat (SPF, correspondents, greylisting over storeTOML) and a Postfix that delivers mail
+// for alice and carol, with a submission service that requires SMTP AUTH and relays for authenticated clients.
+func startInstance(t *testing.T, name, dnsAddr, storeTOML, corrTOML string) *instance {
 	t.Helper()
 	dir := stack.TempDir(t, "corr-"+name)
 	in := &instance{name: name, conf: filepath.Join(dir, "moat.toml"), sock: filepath.Join(dir, "moat.sock")}
@@ -91,12 +92,7 @@ auto_whitelist = 0
 	}
 	in.moat = stack.StartMoat(t, in.conf, "unix:"+in.sock)
 	in.pf = stack.StartPostfix(t, stack.PostfixOptions{Milter: "unix:" + in.sock, Mailboxes: []string{alice, carol},
-		ExtraMain: map[string]string{
-			"smtpd_sasl_auth_enable":   "yes",
-			"smtpd_sasl_type":          "dovecot",
-			"smtpd_sasl_path":          "inet:" + sasl,
-			"smtpd_relay_restrictions": "permit_sasl_authenticated, reject_unauth_destination",
-		}})
+		Submission: true})
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("moat %s log (tail):\n%s", name, tail(in.moat.Log(), 60))
@@ -126,18 +122,30 @@ type mail struct {
 	localIP, authUser, from, to string
 	header                      string // extra header fields, CRLF-terminated
 	subject, msgID              string
+	wantAuthOffered             bool // without authUser: the server is expected to offer AUTH anyway
 }
 
-// send plays one SMTP transaction against in's Postfix.
+// send plays one SMTP transaction against in's Postfix: on the submission service when the mail is
+// authenticated, else on the MX service.
 func send(t *testing.T, in *instance, m mail) result {
+	t.Helper()
+	to := in.pf.Addr
+	if m.authUser != "" {
+		to = in.pf.SubmissionAddr
+	}
+	return sendTo(t, to, m)
+}
+
+// sendTo plays one SMTP transaction against the smtpd at address to.
+func sendTo(t *testing.T, to string, m mail) result {
 	t.Helper()
 	d := net.Dialer{Timeout: 10 * time.Second}
 	if m.localIP != "" {
 		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(m.localIP)}
 	}
-	conn, err := d.Dial("tcp", in.pf.Addr)
+	conn, err := d.Dial("tcp", to)
 	if err != nil {
-		t.Fatalf("dial %s: %v", in.pf.Addr, err)
+		t.Fatalf("dial %s: %v", to, err)
 	}
 	conn.SetDeadline(time.Now().Add(60 * time.Second))
 	// "localhost" lets net/smtp use PLAIN without TLS.
@@ -156,6 +164,9 @@ func send(t *testing.T, in *instance, m mail) result {
 	}
 	if err := c.Hello("mx.client.example"); err != nil {
 		return fail("HELO", err)
+	}
+	if ok, _ := c.Extension("AUTH"); ok != (m.authUser != "" || m.wantAuthOffered) {
+		return result{stage: "EHLO", text: fmt.Sprintf("AUTH offered: %v", ok)}
 	}
 	if m.authUser != "" {
 		if err := c.Auth(smtp.PlainAuth("", m.authUser, stack.SASLPassword, "localhost")); err != nil {
@@ -271,25 +282,35 @@ func randomPrefix() string {
 	return "moatcorr:" + hex.EncodeToString(b[:]) + ":"
 }
 
-// TestCorrespondents: alice writes to bob through instance A; instance B, sharing A's Redis, lets bob's proven
-// reply skip greylisting and scores it, greylists the same reply failing SPF, counts a reply from a stranger
-// only when proven, bounds what one user may record and forgets on request.
+// TestCorrespondents: alice submits a message to bob through instance A; instance B, sharing A's Redis, lets
+// bob's proven reply skip greylisting and scores it, greylists the same reply failing SPF, gives nothing to a
+// stranger quoting the Message-ID alice sent bob, counts a reply from a correspondent pushed out of the
+// per-user bound only when proven, and forgets on request.
 func TestCorrespondents(t *testing.T) {
 	stack.Need(t, "postfix", "unbound", "redis-server")
 	dns := stack.StartDNS(t, dnsRecords())
 	rds := stack.StartRedis(t)
-	sasl := stack.StartSASLAuth(t)
 	prefix := randomPrefix()
 	storeTOML := fmt.Sprintf("[store]\nbackend = \"redis\"\nredis_addr = %q\nredis_prefix = %q\n", rds.Addr, prefix)
 	corr := "max_per_user = 4"
-	a := startInstance(t, "a", dns.Addr, sasl, storeTOML, corr)
-	b := startInstance(t, "b", dns.Addr, sasl, storeTOML, corr)
+	a := startInstance(t, "a", dns.Addr, storeTOML, corr)
+	b := startInstance(t, "b", dns.Addr, storeTOML, corr)
 
-	// 1. alice, authenticated, writes to bob through A; the keys show on B (one Redis).
+	// 0. The submission service requires AUTH; the MX service does not offer it and relays for nobody.
+	if r := sendTo(t, a.pf.SubmissionAddr, mail{from: alice, to: "bob@remote.example", subject: "no auth",
+		wantAuthOffered: true}); r.stage != "RCPT" || r.code/100 != 5 {
+		t.Fatalf("submission without AUTH: %v, want refused at RCPT", r)
+	}
+	if r := sendTo(t, a.pf.Addr, mail{from: alice, to: "bob@remote.example", subject: "via mx"}); r.stage != "RCPT" ||
+		!strings.Contains(r.text, "Relay access denied") {
+		t.Fatalf("relay through the MX service: %v, want refused", r)
+	}
+
+	// 1. alice, authenticated on A's submission service, writes to bob; the keys show on B (one Redis).
 	wantQueued(t, a, send(t, a, mail{authUser: "alice", from: alice, to: "bob@remote.example", subject: "hello bob",
 		msgID: "alice-1@moat.test"}), "alice to bob")
 	waitListed(t, b, alice, correspondents.AddressKey("bob@remote.example"), correspondents.DomainKey("remote.example"),
-		correspondents.ReplyKey("alice-1@moat.test"))
+		correspondents.ReplyKey("alice-1@moat.test", "bob@remote.example"))
 
 	// No address, domain or Message-ID in clear in Redis.
 	rc := redis.NewClient(&redis.Options{Addr: rds.Addr})
@@ -328,47 +349,62 @@ func TestCorrespondents(t *testing.T) {
 	wantGreylisted(t, send(t, b, mail{localIP: spfFailIP, from: "bob@remote.example", to: alice, subject: "re: forged",
 		header: reply}), "bob's reply failing SPF")
 
-	// 4. dan, whom alice never wrote to, replies to alice's message: greylisted like any stranger at RCPT; after
-	// the retry, the reply counts only with SPF pass.
-	dan := func(ip, subject string) result {
-		return send(t, b, mail{localIP: ip, from: "dan@thread.example", to: alice, subject: subject, header: reply})
-	}
-	wantGreylisted(t, dan(spfPassIP, "dan proven"), "dan's first attempt")
-	wantGreylisted(t, dan(spfFailIP, "dan unproven"), "dan's first attempt failing SPF")
-	time.Sleep(delay + 500*time.Millisecond)
-	wantQueued(t, b, dan(spfPassIP, "dan proven"), "dan's retry")
-	wantQueued(t, b, dan(spfFailIP, "dan unproven"), "dan's retry failing SPF")
-	if xm := xMoat(t, delivered(t, b, alice, "dan proven")); !strings.Contains(xm, "correspondent=yes") || !strings.Contains(xm, "score=-3.0") {
-		t.Fatalf("dan's proven reply: X-Moat: %s", xm)
-	}
-	xm = xMoat(t, delivered(t, b, alice, "dan unproven"))
-	if !strings.Contains(xm, "correspondent=unproven-spf-fail-no-aligned-dkim") || !strings.Contains(xm, "score=3.0") {
-		t.Fatalf("dan's unproven reply: X-Moat: %s (want the reason and SPF's score only)", xm)
-	}
+	// 4. dan, whom alice never wrote to, quotes the Message-ID alice sent bob: greylisted like any stranger at
+	// RCPT; after the retry, nothing even with SPF pass (the Message-ID was sent to bob, not to dan).
+	dan := mail{localIP: spfPassIP, from: "dan@thread.example", to: alice, subject: "dan proven", header: reply}
+	wantGreylisted(t, send(t, b, dan), "dan's first attempt")
 
-	// 5. The per-user bound: carol writes three messages (three keys each) under max_per_user = 4; the
-	// oldest go, and their recipient is greylisted again while the latest is not.
+	// 5. The per-user bound: carol writes three messages (three keys each: address, domain, Message-ID) under
+	// max_per_user = 4; the oldest address and domain go, and that recipient is greylisted again while the
+	// latest is not. The Message-IDs are bounded apart: x1's reply to carol's message still counts, with proof.
 	for i, to := range []string{"x1@a.example", "x2@b.example", "x3@c.example"} {
-		wantQueued(t, a, send(t, a, mail{authUser: "carol", from: carol, to: to, subject: fmt.Sprintf("carol %d", i)}), "carol to "+to)
+		wantQueued(t, a, send(t, a, mail{authUser: "carol", from: carol, to: to, subject: fmt.Sprintf("carol %d", i),
+			msgID: fmt.Sprintf("carol-%d@moat.test", i)}), "carol to "+to)
 		// One at a time, so that the order of the writes is the order of the messages.
 		waitListed(t, a, carol, correspondents.AddressKey(to))
 	}
-	out := waitListed(t, a, carol, correspondents.AddressKey("x3@c.example"))
-	if !strings.Contains(out, "4 correspondents of "+carol) || strings.Contains(out, correspondents.AddressKey("x1@a.example")) {
+	out := waitListed(t, a, carol, correspondents.AddressKey("x3@c.example"), correspondents.ReplyKey("carol-0@moat.test", "x1@a.example"))
+	if !strings.Contains(out, "4 correspondents of "+carol+", 3 sent Message-IDs") || strings.Contains(out, correspondents.AddressKey("x1@a.example")) {
 		t.Fatalf("bounded list:\n%s", out)
 	}
-	wantGreylisted(t, send(t, b, mail{localIP: spfPassIP, from: "x1@a.example", to: carol, subject: "x1"}), "evicted x1")
+	x1 := func(ip, subject string) mail {
+		return mail{localIP: ip, from: "x1@a.example", to: carol, subject: subject, header: "In-Reply-To: <carol-0@moat.test>\r\n"}
+	}
+	wantGreylisted(t, send(t, b, x1(spfPassIP, "x1 proven")), "evicted x1")
+	wantGreylisted(t, send(t, b, x1(spfFailIP, "x1 unproven")), "evicted x1 failing SPF")
 	wantQueued(t, b, send(t, b, mail{localIP: spfPassIP, from: "x3@c.example", to: carol, subject: "x3"}), "kept x3")
 
-	// 6. Forgetting bob (on A): his next proven message to alice is greylisted on B.
-	if out := cli(t, a, "forget", alice, "bob@remote.example"); !strings.Contains(out, "2 keys deleted") {
+	time.Sleep(delay + 500*time.Millisecond)
+	wantQueued(t, b, send(t, b, dan), "dan's retry")
+	if xm := xMoat(t, delivered(t, b, alice, "dan proven")); strings.Contains(xm, "correspondent=") || strings.Contains(xm, "score=-3.0") ||
+		!strings.Contains(xm, "correspondents:none") {
+		t.Fatalf("dan quoting bob's Message-ID: X-Moat: %s, want no correspondent", xm)
+	}
+	wantQueued(t, b, send(t, b, x1(spfPassIP, "x1 proven")), "x1's retry")
+	wantQueued(t, b, send(t, b, x1(spfFailIP, "x1 unproven")), "x1's retry failing SPF")
+	// score=-3.0, not domain_score: the address and the domain are gone, the reply matched.
+	if xm := xMoat(t, delivered(t, b, carol, "x1 proven")); !strings.Contains(xm, "correspondent=yes") || !strings.Contains(xm, "score=-3.0") {
+		t.Fatalf("x1's proven reply: X-Moat: %s", xm)
+	}
+	xm = xMoat(t, delivered(t, b, carol, "x1 unproven"))
+	if !strings.Contains(xm, "correspondent=unproven-spf-fail-no-aligned-dkim") || !strings.Contains(xm, "score=3.0") {
+		t.Fatalf("x1's unproven reply: X-Moat: %s (want the reason and SPF's score only)", xm)
+	}
+
+	// 6. Forgetting bob (on A): his address, domain and the Message-ID sent to him; his next proven reply to
+	// alice is greylisted on B.
+	if out := cli(t, a, "forget", alice, "bob@remote.example"); !strings.Contains(out, "3 keys deleted") {
 		t.Fatalf("forget: %s", out)
 	}
-	wantGreylisted(t, send(t, b, mail{localIP: spfPassIP, from: "bob@remote.example", to: alice, subject: "after forget"}), "forgotten bob")
-	if out := cli(t, a, "forget", alice); !strings.Contains(out, "1 keys deleted") {
-		t.Fatalf("forget all (the Message-ID was left): %s", out)
+	wantGreylisted(t, send(t, b, mail{localIP: spfPassIP, from: "bob@remote.example", to: alice, subject: "after forget",
+		header: reply}), "forgotten bob")
+	if out := cli(t, b, "list", alice); !strings.Contains(out, "0 correspondents of "+alice+", 0 sent Message-IDs") {
+		t.Fatalf("after forgetting bob:\n%s", out)
 	}
-	if out := cli(t, b, "list", alice); !strings.Contains(out, "0 correspondents") {
+	if out := cli(t, a, "forget", carol); !strings.Contains(out, "7 keys deleted") {
+		t.Fatalf("forget all of carol (4 addresses and domains, 3 Message-IDs): %s", out)
+	}
+	if out := cli(t, b, "list", carol); !strings.Contains(out, "0 correspondents") {
 		t.Fatalf("after forgetting all:\n%s", out)
 	}
 }
@@ -378,9 +414,8 @@ func TestCorrespondents(t *testing.T) {
 func TestExpiryAndImport(t *testing.T) {
 	stack.Need(t, "postfix", "unbound")
 	dns := stack.StartDNS(t, dnsRecords())
-	sasl := stack.StartSASLAuth(t)
 	dir := stack.TempDir(t, "corr-sqlite")
-	c := startInstance(t, "c", dns.Addr, sasl, fmt.Sprintf("[store]\npath = %q\n", filepath.Join(dir, "moat.db")), `expiry = "3s"`)
+	c := startInstance(t, "c", dns.Addr, fmt.Sprintf("[store]\npath = %q\n", filepath.Join(dir, "moat.db")), `expiry = "3s"`)
 
 	wantQueued(t, c, send(t, c, mail{authUser: "alice", from: alice, to: "bob@remote.example", subject: "hi"}), "alice to bob")
 	waitListed(t, c, alice, correspondents.AddressKey("bob@remote.example"))

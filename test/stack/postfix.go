@@ -30,16 +30,22 @@ type PostfixOptions struct {
 	RelayAll bool
 	// ExtraMain holds main.cf settings that override the harness's own.
 	ExtraMain map[string]string
+	// Submission adds a second smtpd service on its own port (SubmissionAddr), as port 587 is in
+	// production: SMTP AUTH offered and required (StartSASLAuth's stand-in as the SASL backend, PLAIN with
+	// SASLPassword), relaying for authenticated clients only. The main smtpd offers no AUTH.
+	Submission bool
 }
 
 // Postfix is a running private Postfix instance.
 type Postfix struct {
-	Addr     string // "127.0.0.1:port" of smtpd
-	Dir      string // root of the instance
-	ConfDir  string // config_directory (main.cf, master.cf)
-	QueueDir string
-	MailDir  string // virtual_mailbox_base
-	LogFile  string // maillog_file
+	Addr string // "127.0.0.1:port" of smtpd
+	// SubmissionAddr is "127.0.0.1:port" of the submission service (PostfixOptions.Submission), else "".
+	SubmissionAddr string
+	Dir            string // root of the instance
+	ConfDir        string // config_directory (main.cf, master.cf)
+	QueueDir       string
+	MailDir        string // virtual_mailbox_base
+	LogFile        string // maillog_file
 
 	port int
 	p    *proc
@@ -75,7 +81,13 @@ func StartPostfix(t testing.TB, opts PostfixOptions) *Postfix {
 		t.Fatalf("stack: %v", err)
 	}
 	pf.writeConfig(t, opts)
-	writeFile(t, filepath.Join(pf.ConfDir, "master.cf"), fmt.Sprintf(postfixMasterCF, pf.port), 0o644)
+	master := fmt.Sprintf(postfixMasterCF, pf.port)
+	if opts.Submission {
+		port := FreePort(t)
+		pf.SubmissionAddr = fmt.Sprintf("127.0.0.1:%d", port)
+		master += fmt.Sprintf(postfixSubmissionCF, port, StartSASLAuth(t))
+	}
+	writeFile(t, filepath.Join(pf.ConfDir, "master.cf"), master, 0o644)
 	backdate(t, filepath.Join(pf.ConfDir, "master.cf"))
 
 	// Create the queue and data directories with their owners.
@@ -83,13 +95,16 @@ func StartPostfix(t testing.TB, opts PostfixOptions) *Postfix {
 	if out, err := exec.Command(postfixBin, "-c", pf.ConfDir, "check").CombinedOutput(); err != nil {
 		t.Fatalf("stack: postfix check: %v\n%s", err, out)
 	}
-	master, _ := lookBin("/usr/lib/postfix/sbin/master")
-	cmd := exec.Command(master, "-c", pf.ConfDir, "-d")
+	masterBin, _ := lookBin("/usr/lib/postfix/sbin/master")
+	cmd := exec.Command(masterBin, "-c", pf.ConfDir, "-d")
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "MAIL_CONFIG="+pf.ConfDir)
 	pf.p = startProc(t, "postfix master", cmd, pf.LogFile)
 	t.Cleanup(pf.stop)
 	pf.p.waitReady(t, 15*time.Second, exchange("tcp", pf.Addr, nil, "220 "))
+	if pf.SubmissionAddr != "" {
+		pf.p.waitReady(t, 15*time.Second, exchange("tcp", pf.SubmissionAddr, nil, "220 "))
+	}
 	return pf
 }
 
@@ -328,6 +343,16 @@ lmtp      unix  -       -       n       -       -       lmtp
 anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
+`
+
+// postfixSubmissionCF is the submission service: its port, then the address of the SASL stand-in.
+const postfixSubmissionCF = `127.0.0.1:%d inet n     -       n       -       -       smtpd
+  -o syslog_name=postfix/submission
+  -o smtpd_sasl_auth_enable=yes
+  -o smtpd_sasl_type=dovecot
+  -o smtpd_sasl_path=inet:%s
+  -o smtpd_client_restrictions=permit_sasl_authenticated,reject
+  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
 `
 
 // PostfixReloadSettle is how long Reload waits after Postfix logged its
