@@ -161,7 +161,9 @@ func profile(b *testing.B, load stack.Load, addr, pprofAddr, dir, name string) {
 	}
 	secs := int(float64(load.Messages)/400) + 1 // about the length of one run
 	done := make(chan error, 1)
-	go func() { done <- get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", pprofAddr, secs), name+".cpu.pprof") }()
+	go func() {
+		done <- get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", pprofAddr, secs), name+".cpu.pprof")
+	}()
 	time.Sleep(100 * time.Millisecond)
 	deadline := time.Now().Add(time.Duration(secs) * time.Second)
 	for time.Now().Before(deadline) {
