@@ -35,6 +35,8 @@ bench:
 	$(GO) test -p 1 -run '^$$' -bench DNSChecksWarm -benchtime 3s ./test/dnsauth/
 	@echo "== throughput through a private Postfix (smtp-source), ratios to Postfix alone and to moat with no checks"
 	$(GO) test -p 1 -run '^$$' -bench Throughput -benchtime 1x -timeout 60m ./test/throughput/ ./test/envelope/
+	@echo "== 1,000 idle milter sessions: moat's RSS, and the message rate with them as a ratio to without"
+	$(GO) test -p 1 -run '^$$' -bench IdleSessions -benchtime 1x -timeout 30m ./test/throughput/
 	$(GO) test -p 1 -run '^$$' -bench PostfixDNSChecks -benchtime 1x -timeout 60m ./test/dnsauth/
 	@echo "== spamd: moat's added cost over spamc alone; moat's RSS while a 50 MB message passes"
 	$(GO) test -p 1 -run '^$$' -bench . -benchtime 1x -timeout 60m ./test/scanning/

@@ -16,6 +16,7 @@ package metrics
 
 import (
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -202,13 +203,47 @@ func ConfigReload(ok bool) {
 // observer is the engine's policy.Observer.
 type observer struct{}
 
+// labels2 is a pair of label values, the key of the children caches below.
+type labels2 struct{ a, b string }
+
+// The children of the metrics recorded for every message, kept once looked up: WithLabelValues hashes the
+// label values and takes the vector's lock on every call, a cost on the path of each check run. The label
+// values are fixed words (check names, stages, results, actions), so the caches stay small.
+var (
+	durationChildren sync.Map // labels2{check, stage} -> prometheus.Observer
+	resultChildren   sync.Map // labels2{check, result} -> prometheus.Counter
+	messageChildren  sync.Map // labels2{action, reason} -> prometheus.Counter
+	rcptChildren     sync.Map // action -> prometheus.Counter
+)
+
+func cachedObserver(m *sync.Map, v *prometheus.HistogramVec, a, b string) prometheus.Observer {
+	k := labels2{a, b}
+	if o, ok := m.Load(k); ok {
+		return o.(prometheus.Observer)
+	}
+	o, _ := m.LoadOrStore(k, v.WithLabelValues(a, b))
+	return o.(prometheus.Observer)
+}
+
+func cachedCounter(m *sync.Map, v *prometheus.CounterVec, values ...string) prometheus.Counter {
+	var k any = values[0]
+	if len(values) == 2 {
+		k = labels2{values[0], values[1]}
+	}
+	if c, ok := m.Load(k); ok {
+		return c.(prometheus.Counter)
+	}
+	c, _ := m.LoadOrStore(k, v.WithLabelValues(values...))
+	return c.(prometheus.Counter)
+}
+
 func (observer) CheckDone(check, stage string, elapsed time.Duration, results []string) {
 	if !on.Load() {
 		return
 	}
-	checkDuration.WithLabelValues(check, stage).Observe(elapsed.Seconds())
+	cachedObserver(&durationChildren, checkDuration, check, stage).Observe(elapsed.Seconds())
 	for _, r := range results {
-		checkResults.WithLabelValues(check, r).Inc()
+		cachedCounter(&resultChildren, checkResults, check, r).Inc()
 	}
 }
 
@@ -219,9 +254,9 @@ func (observer) MessageDone(action, reason string, rcptActions []string) {
 	if reason == "" {
 		reason = "none"
 	}
-	messages.WithLabelValues(action, reason).Inc()
+	cachedCounter(&messageChildren, messages, action, reason).Inc()
 	for _, a := range rcptActions {
-		recipients.WithLabelValues(a).Inc()
+		cachedCounter(&rcptChildren, recipients, a).Inc()
 	}
 }
 

@@ -252,6 +252,36 @@ func countClient(cl *ClientEntry, key string, outcome GreyOutcome, req GreyReque
 	return &c
 }
 
+// greyRefresh is how long a passed triplet's record (and a client's auto-whitelist record) may go without
+// being rewritten for a pass that changes nothing but its last-seen time, pass count and expiry. A busy
+// triplet then costs one write every few minutes instead of one per message; its expiry (days) and pass
+// count lag by at most that much.
+const greyRefresh = 5 * time.Minute
+
+// refreshDue reports whether the triplet's stored record old must be rewritten as new after a pass: it
+// changed in more than the counters and times a known pass moves, or its last write is greyRefresh old.
+func refreshDue(old, new *GreyEntry, now time.Time) bool {
+	if new == nil {
+		return false
+	}
+	if old == nil || old.State != new.State || old.Attempts != new.Attempts || old.IP != new.IP ||
+		old.Helo != new.Helo || (old.Passes == 0) != (new.Passes == 0) {
+		return true
+	}
+	return now.Sub(old.LastSeen) >= greyRefresh || now.Before(old.LastSeen)
+}
+
+// clientRefreshDue is refreshDue for an auto-whitelist record: a count that moved is always written.
+func clientRefreshDue(old, new *ClientEntry, now time.Time) bool {
+	if new == nil {
+		return false
+	}
+	if old == nil || old.Count != new.Count || !old.LastCount.Equal(new.LastCount) {
+		return true
+	}
+	return now.Sub(old.LastSeen) >= greyRefresh || now.Before(old.LastSeen)
+}
+
 // finishResult fills Wait and Delayed from an entry, for backends that compute the state elsewhere.
 func finishResult(res *GreyResult, req GreyRequest) {
 	switch res.Outcome {

@@ -206,6 +206,11 @@ func (s *SQLite) Greylist(ctx context.Context, req GreyRequest) (GreyResult, err
 		_, _, _, res := decide(rec, cl, ncl, req)
 		return res, nil
 	}
+	// Most decisions on a busy server are passes of known triplets that write nothing (the deferred pass at
+	// RCPT) or only move last_seen on (refreshDue): decide them from a plain read, without the write lock.
+	if res, done, err := s.greylistWithoutWrite(ctx, id, req); err != nil || done {
+		return res, err
+	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return GreyResult{}, fmt.Errorf("store: greylist: %w", err)
@@ -253,6 +258,36 @@ func (s *SQLite) Greylist(ctx context.Context, req GreyRequest) (GreyResult, err
 		return GreyResult{}, fmt.Errorf("store: greylist: %w", err)
 	}
 	return res, nil
+}
+
+// greylistWithoutWrite decides req from a read outside any transaction and reports done when that decision
+// needs no write: a deferred pass (recorded later, once the message is accepted), or a pass whose records
+// were refreshed less than greyRefresh ago. Otherwise the caller decides again inside a write transaction.
+func (s *SQLite) greylistWithoutWrite(ctx context.Context, id string, req GreyRequest) (GreyResult, bool, error) {
+	rec, err := getEntry(ctx, s.db, id)
+	if err != nil {
+		return GreyResult{}, false, fmt.Errorf("store: greylist: %w", err)
+	}
+	if rec == nil {
+		return GreyResult{}, false, nil // a new triplet is always written
+	}
+	var cl, ncl *ClientEntry
+	if req.Params.AutoWhitelist > 0 {
+		if cl, ncl, err = getClients(ctx, s.db, req); err != nil {
+			return GreyResult{}, false, fmt.Errorf("store: greylist: %w", err)
+		}
+	}
+	newRec, newCl, newNCl, res := decide(rec, cl, ncl, req)
+	if !res.Pass() {
+		return GreyResult{}, false, nil
+	}
+	if req.DeferPass {
+		return res, true, nil
+	}
+	if refreshDue(rec, newRec, req.Now) || clientRefreshDue(cl, newCl, req.Now) || clientRefreshDue(ncl, newNCl, req.Now) {
+		return GreyResult{}, false, nil
+	}
+	return res, true, nil
 }
 
 // GreyEntry implements Store.

@@ -135,6 +135,11 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		metrics.Enable(policy.Version)
 		policy.SetObserver(metrics.Observer)
 	}
+	stopPprof, err := startPprof(log)
+	if err != nil {
+		return fail(stderr, err)
+	}
+	defer stopPprof()
 	lns, err := milter.Listen(mc, log)
 	if err != nil {
 		return fail(stderr, err)
