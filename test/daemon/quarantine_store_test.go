@@ -14,9 +14,8 @@ import (
 )
 
 // With [quarantine] mode store, Postfix accepts the quarantined message (250) and keeps nothing: no queue
-// file, no delivery; moat's quarantine lists it with its ref and recipient. When the store cannot take a message, the
-// client gets 451 4.3.0 with the ref
-// once the quarantine is full, and Postfix keeps nothing either.
+// file, no delivery; moat's quarantine lists it with its ref and recipient. When the store cannot take a
+// message (the quarantine is full), the client gets 451 4.3.0 with the ref, and Postfix keeps nothing either.
 func TestQuarantineStorePostfix(t *testing.T) {
 	dir := stack.TempDir(t, "moat-quarantine-store")
 	sock := filepath.Join(dir, "moat.sock")
