@@ -90,7 +90,8 @@ func openSQLiteDB(ctx context.Context, path string, full, create bool) (*SQLite,
 	db.SetMaxOpenConns(1)
 	db.SetConnMaxLifetime(0)
 	db.SetConnMaxIdleTime(0)
-	if _, err := db.ExecContext(ctx, sqliteSchema+sqliteCorrespondentsSchema+sqliteLearnedSchema); err != nil {
+
+	if _, err := db.ExecContext(ctx, sqliteSchema+sqliteCorrespondentsSchema+sqliteLearnedSchema+sqliteQuarantineSchema); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
