@@ -20,8 +20,8 @@ import (
 // to a confirmation page for one message; they are navigation, not authority, and are not signed.
 
 var (
-	errLinkExpired = errors.New("the link has expired")
-	errLinkBad     = errors.New("the link is not valid")
+	errLinkExpired = errors.New("this digest link has expired")
+	errLinkBad     = errors.New("this digest link is not valid")
 )
 
 func linkMAC(secret []byte, rcpt string, expires int64) []byte {
