@@ -165,4 +165,3 @@ func (s *Server) RunDigests(ctx context.Context) {
 		}
 	}
 }
-

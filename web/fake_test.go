@@ -145,4 +145,3 @@ func (f *fakeQuarantine) HeldRecipients(_ context.Context, since time.Time) ([]s
 	}
 	return out, nil
 }
-
