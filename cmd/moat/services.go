@@ -8,12 +8,13 @@ import (
 	"github.com/moatmail/moat/metrics"
 	"github.com/moatmail/moat/policy"
 	"github.com/moatmail/moat/store"
+	"github.com/moatmail/moat/web"
 )
 
 // services returns the services of a configuration, for serve, reload, scan and check-config alike.
 func services() policy.Services {
 	return policy.Services{
-		Tables:   []string{resolver.Table, store.Table, metrics.Table},
+		Tables:   []string{resolver.Table, store.Table, metrics.Table, web.Table},
 		Resolver: resolver.FromConfig,
 		Store:    store.FromConfig,
 	}
