@@ -30,6 +30,14 @@ var DurationBuckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
 var on atomic.Bool
 
 var (
+	quarantineMessages = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "moat_quarantine_messages",
+		Help: "Messages in moat's quarantine with at least one recipient still held.",
+	})
+	quarantineBytes = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "moat_quarantine_bytes",
+		Help: "Bytes of the messages stored in moat's quarantine.",
+	})
 	messages = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "moat_messages_total",
 		Help: "Messages ended, by moat's answer and the check/reason that decided it (none when no check did).",
@@ -115,7 +123,7 @@ func NewRegistry(sessions func() int64) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(messages, recipients, checkDuration, checkResults, scannerUp, scannerErrors,
 		greylistDecisions, dnsQueries, dnsCacheHits, dnsblListed, milterProtocolErrors, panics, configReloads,
-		buildInfo, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		buildInfo, quarantineMessages, quarantineBytes, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if sessions != nil {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "moat_sessions_active",
@@ -152,6 +160,15 @@ func GreylistDecision(decision string) {
 	if on.Load() {
 		greylistDecisions.WithLabelValues(decision).Inc()
 	}
+}
+
+// QuarantineSize sets the quarantine's gauges: messages with a recipient held, and bytes stored.
+func QuarantineSize(held int, bytes int64) {
+	if !on.Load() {
+		return
+	}
+	quarantineMessages.Set(float64(held))
+	quarantineBytes.Set(float64(bytes))
 }
 
 // ScannerUp records whether a scanner server ("clamd", "unix:/run/clamav/clamd.ctl") is up.

@@ -174,6 +174,10 @@ func (m *session) EndOfMessage(mod gomilter.Modifier) (resp *gomilter.Response, 
 		m.s.QueueID = q
 	}
 	out := m.eomWithProgress(mod)
+	if out.Action == policy.ActQuarantine && out.Stored {
+		// The quarantine committed the message: the MTA accepts it (250) and drops it.
+		return gomilter.RespDiscard, nil
+	}
 	if out.Action == policy.ActAccept || out.Action == policy.ActQuarantine {
 		if herr := applyHeaders(mod, out); herr != nil {
 			m.srv.log.Error("changing headers failed", "ref", m.s.Ref, "err", herr)

@@ -103,6 +103,11 @@ func Build(f *config.File, logger *slog.Logger, svc Services) (*Engine, error) {
 			e.add(en)
 		}
 	}
+	if svc.Holder != nil {
+		h, err := svc.Holder(e.env)
+		errs = append(errs, err)
+		e.holder = h
+	}
 	if err := errors.Join(errs...); err != nil {
 		e.close()
 		return nil, err

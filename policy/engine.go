@@ -23,6 +23,7 @@ type Engine struct {
 	owned    []string
 	env      *Env
 	log      *slog.Logger
+	holder   Holder // the quarantine, nil without [quarantine]
 
 	mu      sync.Mutex
 	users   int
@@ -221,6 +222,9 @@ type Outcome struct {
 	AddHeaders    []Header    // append at the end of the header block
 	InsertHeaders []Header    // insert at the top, in this order
 	RemoveHeaders []HeaderRef // delete these incoming header fields
+	// Stored, on a quarantine, says the quarantine kept the message itself: the MTA is to accept it and drop
+	// it (discard) rather than put it in its hold queue.
+	Stored bool
 }
 
 // HeaderRef names one header field by name and its 1-based index among the fields of that name, which is

@@ -26,6 +26,9 @@ type Services struct {
 	// Store opens the state store from the [store] table; close runs when the configuration is retired. nil:
 	// none is available.
 	Store func(f *config.File, log *slog.Logger) (st store.Store, close func() error, err error)
+	// Holder builds the quarantine from its table, with the environment's store (Env.Store, opened on first
+	// use); it returns nil when the configuration has no quarantine. nil: none is available.
+	Holder func(e *Env) (Holder, error)
 }
 
 // ownTables are the top-level tables Build itself (and the milter, the logger) reads.

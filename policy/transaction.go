@@ -169,6 +169,9 @@ func (t *Transaction) EOM(ctx context.Context) (out Outcome) {
 		return Outcome{Decision: d}
 	}
 	out = t.eng.EOM(ctx, t.s, t.body)
+	if out.Action == ActQuarantine {
+		out = t.hold(ctx, out)
+	}
 	t.endMessage(out.Decision, out.Score)
 	return out
 }

@@ -1,9 +1,7 @@
 package quarantine
 
 import (
-	"context"
 	"errors"
-	"io"
 	"time"
 )
 
@@ -86,50 +84,4 @@ type Actor struct {
 	Name      string
 	Admin     bool
 	Recipient string
-}
-
-var errNotYet = errors.New("quarantine: not implemented yet")
-
-// List returns the records that match qu (a page of them) and how many match in all.
-func (q *Quarantine) List(ctx context.Context, qu Query) (recs []Record, total int, err error) {
-	return nil, 0, errNotYet
-}
-
-// Get returns the record of id, or ErrNotFound.
-func (q *Quarantine) Get(ctx context.Context, id string) (Record, error) { return Record{}, errNotYet }
-
-// Open returns the message exactly as received, byte for byte (moat's added headers are in Record.AddedHeaders).
-func (q *Quarantine) Open(ctx context.Context, id string) (io.ReadCloser, error) {
-	return nil, errNotYet
-}
-
-// Release re-injects the message to release_via for rcpts (nil: every held recipient; an Actor with Recipient
-// set: only that one) and marks each released only after the MTA answered 250 for it.
-func (q *Quarantine) Release(ctx context.Context, id string, rcpts []string, by Actor) ([]Recipient, error) {
-	return nil, errNotYet
-}
-
-// Delete marks rcpts' copies deleted (nil: every held recipient); the bytes go once no recipient is held.
-func (q *Quarantine) Delete(ctx context.Context, id string, rcpts []string, by Actor) error {
-	return errNotYet
-}
-
-// MarkSpam tells spamd the message is spam (TELL) and deletes it.
-func (q *Quarantine) MarkSpam(ctx context.Context, id string, by Actor) error { return errNotYet }
-
-// MarkHam releases the message, tells spamd it is ham and, with whitelist, adds the sender to the learned
-// white list (consulted by senderlists with SPF/DKIM proof).
-func (q *Quarantine) MarkHam(ctx context.Context, id string, rcpts []string, whitelist bool, by Actor) ([]Recipient, error) {
-	return nil, errNotYet
-}
-
-// Forget tells spamd to forget what it learned from the message.
-func (q *Quarantine) Forget(ctx context.Context, id string, by Actor) error { return errNotYet }
-
-// Purge deletes expired records and, over max_size, the oldest ones; it returns how many went.
-func (q *Quarantine) Purge(ctx context.Context, now time.Time) (int, error) { return 0, errNotYet }
-
-// HeldRecipients lists the distinct held recipients in local domains with mail held since `since` (digests).
-func (q *Quarantine) HeldRecipients(ctx context.Context, since time.Time) ([]string, error) {
-	return nil, errNotYet
 }

@@ -90,7 +90,7 @@ func openSQLiteDB(ctx context.Context, path string, full, create bool) (*SQLite,
 	db.SetMaxOpenConns(1)
 	db.SetConnMaxLifetime(0)
 	db.SetConnMaxIdleTime(0)
-	if _, err := db.ExecContext(ctx, sqliteSchema+sqliteCorrespondentsSchema); err != nil {
+	if _, err := db.ExecContext(ctx, sqliteSchema+sqliteCorrespondentsSchema+sqliteQuarantineSchema); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}

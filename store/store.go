@@ -61,6 +61,7 @@ var ErrNotFound = errors.New("store: not found")
 
 // Store is the state store. All methods are safe for concurrent use.
 type Store interface {
+	Quarantine
 	// Greylist makes one greylisting decision for a triplet, atomically: two concurrent first attempts of
 	// the same triplet create exactly one record, and exactly one of them is told it is new.
 	Greylist(ctx context.Context, req GreyRequest) (GreyResult, error)

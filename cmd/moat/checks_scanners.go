@@ -9,6 +9,7 @@ import (
 	"time"
 
 	_ "github.com/moatmail/moat/scanners/clamd"
+	"github.com/moatmail/moat/scanners/spamc"
 	"github.com/moatmail/moat/scanners/spamd"
 )
 
@@ -32,7 +33,7 @@ func runLearn(args []string, stdout, stderr io.Writer) int {
 		return usageError(stderr, "learn", "give the class and at least one message")
 	}
 	class := fs.Arg(0)
-	if _, err := spamd.ParseClass(class); err != nil {
+	if _, err := spamc.ParseClass(class); err != nil {
 		fmt.Fprintln(stderr, "moat: "+err.Error())
 		return 2
 	}

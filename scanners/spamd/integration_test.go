@@ -13,6 +13,7 @@ import (
 
 	"github.com/moatmail/moat/config"
 	"github.com/moatmail/moat/scanners/servers"
+	"github.com/moatmail/moat/scanners/spamc"
 	"github.com/moatmail/moat/test/stack"
 )
 
@@ -42,42 +43,6 @@ func bayesCounts(t *testing.T, s *stack.Spamd) (nspam, nham int) {
 		nham, _ = strconv.Atoi(m[1])
 	}
 	return nspam, nham
-}
-
-func TestRealSpamd(t *testing.T) {
-	s := stack.StartSpamd(t)
-	for _, compress := range []bool{false, true} {
-		t.Run(fmt.Sprintf("compress=%v", compress), func(t *testing.T) {
-			c := NewClient([]servers.Server{{Network: "tcp", Addr: s.Addr}}, ClientOptions{Compress: compress})
-			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-			defer cancel()
-			if err := c.Ping(ctx); err != nil {
-				t.Fatal(err)
-			}
-			gtube := []byte("From: <a@example.org>\r\nSubject: test\r\n\r\n" + stack.GTUBE + "\r\n")
-			res, err := c.Check(ctx, CmdSymbols, "", BytesBody(gtube))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !res.Spam || res.Score < 1000 || !slices.Contains(res.Symbols, "GTUBE") {
-				t.Fatalf("GTUBE: %+v", res)
-			}
-			res, err = c.Check(ctx, CmdSymbols, "", BytesBody(hamMessage(1)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if res.Spam || res.Score >= 5 {
-				t.Fatalf("ham: %+v", res)
-			}
-			rep, err := c.Check(ctx, CmdReport, "", BytesBody(gtube))
-			if err != nil || !rep.Spam || !regexp.MustCompile(`GTUBE`).MatchString(rep.Report) {
-				t.Fatalf("REPORT: %+v, %v", rep, err)
-			}
-			if compress && c.noCompress[c.pool.Servers()[0]].Load() {
-				t.Fatal("spamd refused zlib: the requests went uncompressed")
-			}
-		})
-	}
 }
 
 // Learning with TELL changes spamd's Bayes database, as sa-learn --dump magic shows.
@@ -146,15 +111,15 @@ func TestRealSpamdFailover(t *testing.T) {
 	silent := startFakeSpamd(t, nil, silentSpamd)
 	gtube := []byte("From: <a@example.org>\r\nSubject: test\r\n\r\n" + stack.GTUBE + "\r\n")
 	for _, first := range []*fakeSpamd{tempfail, silent} {
-		c := NewClient([]servers.Server{first.srv, live}, ClientOptions{})
+		c := spamc.NewClient([]servers.Server{first.Srv, live}, spamc.ClientOptions{})
 		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
-		res, err := c.Check(ctx, CmdSymbols, "", BytesBody(gtube))
+		res, err := c.Check(ctx, spamc.CmdSymbols, "", spamc.BytesBody(gtube))
 		cancel()
 		if err != nil || res.Server != live || !res.Spam || !slices.Contains(res.Symbols, "GTUBE") {
-			t.Fatalf("first %v: %+v, %v; want GTUBE from the real spamd", first.srv, res, err)
+			t.Fatalf("first %v: %+v, %v; want GTUBE from the real spamd", first.Srv, res, err)
 		}
-		if _, down := c.Down()[first.srv.String()]; !down || len(c.Down()) != 1 {
-			t.Fatalf("down = %v, want only %v", c.Down(), first.srv)
+		if _, down := c.Down()[first.Srv.String()]; !down || len(c.Down()) != 1 {
+			t.Fatalf("down = %v, want only %v", c.Down(), first.Srv)
 		}
 	}
 }

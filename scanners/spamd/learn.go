@@ -9,6 +9,7 @@ import (
 
 	"github.com/moatmail/moat/config"
 	"github.com/moatmail/moat/scanners/servers"
+	"github.com/moatmail/moat/scanners/spamc"
 )
 
 // LearnResult is the outcome of teaching spamd one message.
@@ -82,7 +83,7 @@ func validUser(s string) bool {
 // one result per file; the error is for a bad class or configuration. ctx bounds the whole run; callers
 // usually give each file a deadline of its own by calling Learn once per file.
 func Learn(ctx context.Context, cfg Config, class string, paths []string) ([]LearnResult, error) {
-	cl, err := ParseClass(class)
+	cl, err := spamc.ParseClass(class)
 	if err != nil {
 		return nil, err
 	}
@@ -97,13 +98,13 @@ func Learn(ctx context.Context, cfg Config, class string, paths []string) ([]Lea
 	return out, nil
 }
 
-func learnOne(ctx context.Context, client *Client, class Class, user, path string) LearnResult {
+func learnOne(ctx context.Context, client *spamc.Client, class spamc.Class, user, path string) LearnResult {
 	f, err := os.Open(path)
 	if err != nil {
 		return LearnResult{Path: path, Err: fmt.Errorf("spamd: learn: %w", err)}
 	}
 	defer f.Close()
-	body, err := FileBody(f)
+	body, err := spamc.FileBody(f)
 	if err != nil {
 		return LearnResult{Path: path, Err: fmt.Errorf("spamd: learn: %w", err)}
 	}

@@ -53,7 +53,7 @@ func TestLearnUser(t *testing.T) {
 func TestLearnSendsDomainUser(t *testing.T) {
 	f := startFakeSpamd(t, func(fakeRequest) string { return "SPAMD/1.1 0 EX_OK\r\nDidSet: local\r\n\r\n" })
 	cfg := DefaultConfig()
-	cfg.Servers, cfg.UserPerDomain, cfg.User = []string{"tcp:" + f.srv.Addr}, true, "filter"
+	cfg.Servers, cfg.UserPerDomain, cfg.User = []string{"tcp:" + f.Srv.Addr}, true, "filter"
 	user, err := LearnUser(cfg, "", false, "example.net")
 	if err != nil {
 		t.Fatal(err)
@@ -67,7 +67,7 @@ func TestLearnSendsDomainUser(t *testing.T) {
 	if err != nil || len(res) != 1 || res[0].Err != nil || !res[0].Changed {
 		t.Fatalf("Learn = %+v, %v", res, err)
 	}
-	reqs := f.requests()
+	reqs := f.Requests()
 	if len(reqs) != 1 || reqs[0].Headers["User"] != "example.net" || reqs[0].Headers["Message-class"] != "spam" {
 		t.Fatalf("spamd received %+v", reqs)
 	}
@@ -90,7 +90,7 @@ func TestRelativeSocketPath(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := c.client.pool.Servers()[0].Addr; got != "/etc/moat/run/spamd.sock" {
+	if got := c.client.Servers()[0].Addr; got != "/etc/moat/run/spamd.sock" {
 		t.Fatalf("check's socket = %q", got)
 	}
 }

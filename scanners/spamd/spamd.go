@@ -46,6 +46,7 @@ import (
 	"github.com/moatmail/moat/config"
 	"github.com/moatmail/moat/policy"
 	"github.com/moatmail/moat/scanners/servers"
+	"github.com/moatmail/moat/scanners/spamc"
 )
 
 // Name is the check's registered name.
@@ -109,7 +110,7 @@ func DefaultConfig() Config {
 // Check is the configured spamd check.
 type Check struct {
 	cfg      Config
-	client   *Client
+	client   *spamc.Client
 	maxSize  int64
 	failOpen bool
 }
@@ -149,7 +150,7 @@ func errorf(sec *config.Section, key, format string, args ...any) error {
 	return sec.Errorf(key, format, args...)
 }
 
-func newClient(sec *config.Section, cfg Config) (*Client, error) {
+func newClient(sec *config.Section, cfg Config) (*spamc.Client, error) {
 	if len(cfg.Servers) == 0 {
 		return nil, errorf(sec, "servers", "at least one spamd server is required (e.g. \"tcp:127.0.0.1:783\")")
 	}
@@ -170,7 +171,7 @@ func newClient(sec *config.Section, cfg Config) (*Client, error) {
 	if !validUser(cfg.User) {
 		return nil, errorf(sec, "user", "must be printable ASCII without spaces")
 	}
-	return NewClient(list, ClientOptions{
+	return spamc.NewClient(list, spamc.ClientOptions{
 		ConnectTimeout: cfg.ConnectTimeout.D(),
 		AttemptTimeout: cfg.AttemptTimeout.D(),
 		RetryAfter:     cfg.RetryAfter.D(),
@@ -188,7 +189,7 @@ func (c *Check) MaxSize() int64 { return c.maxSize }
 func (c *Check) Kind() policy.Kind { return policy.KindAntispam }
 
 // Client returns the check's spamd client.
-func (c *Check) Client() *Client { return c.client }
+func (c *Check) Client() *spamc.Client { return c.client }
 
 // Scan implements policy.ContentScanner.
 func (c *Check) Scan(ctx context.Context, s *policy.Session, m policy.Message) []policy.Finding {
@@ -208,7 +209,7 @@ func (c *Check) Scan(ctx context.Context, s *policy.Session, m policy.Message) [
 	}
 	user := c.userFor(s)
 	start := time.Now()
-	res, err := c.client.Check(ctx, CmdSymbols, user, Body{Open: m.Open, Size: size})
+	res, err := c.client.Check(ctx, spamc.CmdSymbols, user, spamc.Body{Open: m.Open, Size: size})
 	if err != nil {
 		return []policy.Finding{c.failure(s, err, time.Since(start))}
 	}
@@ -258,11 +259,11 @@ func (c *Check) unscanned(s *policy.Session, f policy.Finding, why string) polic
 func (c *Check) failure(s *policy.Session, err error, elapsed time.Duration) policy.Finding {
 	why := "spamd unavailable"
 	switch {
-	case errors.Is(err, ErrSpamd):
+	case errors.Is(err, spamc.ErrSpamd):
 		why = "spamd error"
 	case errors.Is(err, context.DeadlineExceeded):
 		why = "spamd timeout"
-	case errors.Is(err, ErrProtocol):
+	case errors.Is(err, spamc.ErrProtocol):
 		why = "spamd protocol error"
 	}
 	f := policy.Finding{Status: policy.StatusTempError, Reason: ReasonFailure, Err: err,

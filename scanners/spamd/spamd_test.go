@@ -11,6 +11,7 @@ import (
 	"github.com/moatmail/moat/internal/spool"
 	"github.com/moatmail/moat/policy"
 	"github.com/moatmail/moat/policy/policytest"
+	"github.com/moatmail/moat/scanners/spamc/spamctest"
 )
 
 // testCheck stands in for other checks in these unit tests (registered under the "test" name): with
@@ -136,13 +137,13 @@ func TestCheckDecisions(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			before := len(tc.server.requests())
-			conf := fmt.Sprintf("%s%s[checks.spamd]\nservers = [%q]\n%s\n", policyTable, tc.pre, "tcp:"+tc.server.srv.Addr, tc.extra)
+			before := len(tc.server.Requests())
+			conf := fmt.Sprintf("%s%s[checks.spamd]\nservers = [%q]\n%s\n", policyTable, tc.pre, "tcp:"+tc.server.Srv.Addr, tc.extra)
 			out, _ := runEngine(t, conf, tc.sess, msg)
 			if out.Action != tc.wantAction {
 				t.Fatalf("action = %v (%s/%s %s), want %v", out.Action, out.Check, out.Reason, out.Reply, tc.wantAction)
 			}
-			if calls := len(tc.server.requests()) - before; tc.server != silent && calls != tc.wantCalls {
+			if calls := len(tc.server.Requests()) - before; tc.server != silent && calls != tc.wantCalls {
 				t.Fatalf("spamd called %d times, want %d", calls, tc.wantCalls)
 			}
 			if tc.wantReply != "" && !strings.HasPrefix(out.Reply.String(), tc.wantReply) {
@@ -171,12 +172,12 @@ func TestCheckDecisions(t *testing.T) {
 // The finding of an "already rejected" skip names the check that rejected.
 func TestAlreadyRejectedFinding(t *testing.T) {
 	f := startFakeSpamd(t, symbolsReply(1000, "GTUBE"))
-	conf := fmt.Sprintf("[checks.test]\nmode = \"reject\"\n[checks.spamd]\nservers = [%q]\n", "tcp:"+f.srv.Addr)
+	conf := fmt.Sprintf("[checks.test]\nmode = \"reject\"\n[checks.spamd]\nservers = [%q]\n", "tcp:"+f.Srv.Addr)
 	out, s := runEngine(t, conf, session{}, []byte("Subject: x\r\n\r\nb\r\n"))
 	got, ok := s.Finding(Name, nil)
 	if out.Action != policy.ActReject || out.Check != "test" || !ok || got.Status != policy.StatusSkipped ||
-		got.Reason != ReasonSkipped || got.Detail != "already rejected by test" || len(f.requests()) != 0 {
-		t.Fatalf("outcome %v by %s, spamd finding %+v (found %v), %d requests", out.Action, out.Check, got, ok, len(f.requests()))
+		got.Reason != ReasonSkipped || got.Detail != "already rejected by test" || len(f.Requests()) != 0 {
+		t.Fatalf("outcome %v by %s, spamd finding %+v (found %v), %d requests", out.Action, out.Check, got, ok, len(f.Requests()))
 	}
 }
 
@@ -194,7 +195,7 @@ func TestCheckFailsOver(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			conf := fmt.Sprintf("[checks.spamd]\nservers = [%q, %q]\ntimeout = \"2s\"\non_failure = \"tempfail\"\n",
-				"tcp:"+first.srv.Addr, "tcp:"+ham.srv.Addr)
+				"tcp:"+first.Srv.Addr, "tcp:"+ham.Srv.Addr)
 			out, s := runEngine(t, conf, session{}, msg)
 			got, _ := s.Finding(Name, nil)
 			if out.Action != policy.ActAccept || !got.Scored || got.Score != 1.2 {
@@ -219,10 +220,10 @@ func TestUserHeader(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			before := len(f.requests())
-			conf := fmt.Sprintf("[checks.spamd]\nservers = [%q]\n%s\n", "tcp:"+f.srv.Addr, tc.extra)
+			before := len(f.Requests())
+			conf := fmt.Sprintf("[checks.spamd]\nservers = [%q]\n%s\n", "tcp:"+f.Srv.Addr, tc.extra)
 			runEngine(t, conf, session{rcpts: tc.rcpts}, []byte("Subject: x\r\n\r\nb\r\n"))
-			reqs := f.requests()[before:]
+			reqs := f.Requests()[before:]
 			if len(reqs) != 1 || reqs[0].Headers["User"] != tc.want {
 				t.Fatalf("requests %+v, want User %q", reqs, tc.want)
 			}
@@ -257,3 +258,15 @@ func TestExampleConfig(t *testing.T) {
 		t.Fatalf("reject_score %v, want 15", e.Settings.RejectScore)
 	}
 }
+
+// The fake spamd of package spamctest, under the names these tests use.
+type (
+	fakeRequest = spamctest.Request
+	fakeSpamd   = spamctest.Fake
+)
+
+var (
+	startFakeSpamd = spamctest.Start
+	silentSpamd    = spamctest.Silent
+	symbolsReply   = spamctest.SymbolsReply
+)

@@ -1,4 +1,4 @@
-package spamd
+package spamc
 
 import (
 	"bufio"
@@ -14,131 +14,28 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/moatmail/moat/scanners/servers"
+	"github.com/moatmail/moat/scanners/spamc/spamctest"
 )
 
-// fakeRequest is what the fake spamd received.
-type fakeRequest struct {
-	Line    string
-	Headers map[string]string
-	Body    []byte // decompressed when Compress: zlib was sent
-	RawLen  int
-}
+// The fake spamd of package spamctest, under the names these tests use.
+type (
+	fakeRequest = spamctest.Request
+	fakeSpamd   = spamctest.Fake
+)
 
-// fakeSpamd speaks enough SPAMC to test the client: it parses the request like spamd (exact
-// "Content-length", optional zlib) and answers with respond.
-type fakeSpamd struct {
-	srv     servers.Server
-	respond func(req fakeRequest) string
-	silent  bool
-	noZlib  bool
-	done    chan struct{}
-
-	mu   sync.Mutex
-	reqs []fakeRequest
-}
-
-func startFakeSpamd(t *testing.T, respond func(fakeRequest) string, opts ...func(*fakeSpamd)) *fakeSpamd {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &fakeSpamd{srv: servers.Server{Network: "tcp", Addr: ln.Addr().String()}, respond: respond, done: make(chan struct{})}
-	for _, o := range opts {
-		o(f)
-	}
-	t.Cleanup(func() { close(f.done); ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go f.handle(c)
-		}
-	}()
-	return f
-}
-
-func silentSpamd(f *fakeSpamd) { f.silent = true }
-
-func (f *fakeSpamd) handle(c net.Conn) {
-	defer c.Close()
-	if f.silent {
-		io.Copy(io.Discard, c)
-		<-f.done // like a hung spamd: the connection stays open, nothing is answered
-		return
-	}
-	r := bufio.NewReader(c)
-	line, err := r.ReadString('\n')
-	if err != nil {
-		return
-	}
-	req := fakeRequest{Line: strings.TrimRight(line, "\r\n"), Headers: map[string]string{}}
-	for {
-		l, err := r.ReadString('\n')
-		if err != nil {
-			return
-		}
-		l = strings.TrimRight(l, "\r\n")
-		if l == "" {
-			break
-		}
-		name, value, _ := strings.Cut(l, ":")
-		req.Headers[name] = strings.TrimSpace(value)
-	}
-	if cl, ok := req.Headers["Content-length"]; ok {
-		n, _ := strconv.Atoi(cl)
-		body := make([]byte, n)
-		if _, err := io.ReadFull(r, body); err != nil {
-			return
-		}
-		req.RawLen = n
-		if req.Headers["Compress"] == "zlib" {
-			if f.noZlib {
-				fmt.Fprintf(c, "SPAMD/1.0 76 Bad header line: (compression not supported, Compress::Zlib not installed: x)\r\n")
-				return
-			}
-			zr, err := zlib.NewReader(bytes.NewReader(body))
-			if err != nil {
-				fmt.Fprintf(c, "SPAMD/1.0 76 Bad header line: bad zlib\r\n")
-				return
-			}
-			body, _ = io.ReadAll(zr)
-		}
-		req.Body = body
-	}
-	f.mu.Lock()
-	f.reqs = append(f.reqs, req)
-	f.mu.Unlock()
-	io.WriteString(c, f.respond(req))
-}
-
-func (f *fakeSpamd) requests() []fakeRequest {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return append([]fakeRequest(nil), f.reqs...)
-}
-
-// symbolsReply answers like spamd to SYMBOLS with the given score.
-func symbolsReply(score float64, syms string) func(fakeRequest) string {
-	return func(fakeRequest) string {
-		spam := "False"
-		if score >= 5 {
-			spam = "True"
-		}
-		return fmt.Sprintf("SPAMD/1.1 0 EX_OK\r\nContent-length: %d\r\nSpam: %s ; %.1f / 5.0\r\n\r\n%s", len(syms), spam, score, syms)
-	}
-}
+var (
+	startFakeSpamd = spamctest.Start
+	silentSpamd    = spamctest.Silent
+	symbolsReply   = spamctest.SymbolsReply
+)
 
 func TestClientSymbols(t *testing.T) {
 	f := startFakeSpamd(t, symbolsReply(1000, "GTUBE,MISSING_DATE"))
-	c := NewClient([]servers.Server{f.srv}, ClientOptions{})
+	c := NewClient([]servers.Server{f.Srv}, ClientOptions{})
 	msg := []byte("Subject: x\r\n\r\nbody\r\n")
 	res, err := c.Check(context.Background(), CmdSymbols, "example.com", BytesBody(msg))
 	if err != nil {
@@ -147,7 +44,7 @@ func TestClientSymbols(t *testing.T) {
 	if !res.Spam || res.Score != 1000 || strings.Join(res.Symbols, ",") != "GTUBE,MISSING_DATE" {
 		t.Fatalf("result %+v", res)
 	}
-	reqs := f.requests()
+	reqs := f.Requests()
 	if len(reqs) != 1 || reqs[0].Line != "SYMBOLS SPAMC/1.5" || reqs[0].Headers["Content-length"] != strconv.Itoa(len(msg)) ||
 		reqs[0].Headers["User"] != "example.com" || !bytes.Equal(reqs[0].Body, msg) {
 		t.Fatalf("spamd received %+v", reqs)
@@ -156,27 +53,27 @@ func TestClientSymbols(t *testing.T) {
 
 func TestClientCompress(t *testing.T) {
 	f := startFakeSpamd(t, symbolsReply(0.5, "A"))
-	c := NewClient([]servers.Server{f.srv}, ClientOptions{Compress: true})
+	c := NewClient([]servers.Server{f.Srv}, ClientOptions{Compress: true})
 	msg := bytes.Repeat([]byte("compressible line of text\r\n"), 1000)
 	if _, err := c.Check(context.Background(), CmdSymbols, "", BytesBody(msg)); err != nil {
 		t.Fatal(err)
 	}
-	reqs := f.requests()
+	reqs := f.Requests()
 	if len(reqs) != 1 || reqs[0].Headers["Compress"] != "zlib" || !bytes.Equal(reqs[0].Body, msg) || reqs[0].RawLen >= len(msg) {
 		t.Fatalf("compressed request: %d requests, headers %v, raw %d bytes for %d", len(reqs), reqs[0].Headers, reqs[0].RawLen, len(msg))
 	}
 }
 
 func TestClientCompressFallsBack(t *testing.T) {
-	f := startFakeSpamd(t, symbolsReply(0.5, "A"), func(f *fakeSpamd) { f.noZlib = true })
-	c := NewClient([]servers.Server{f.srv}, ClientOptions{Compress: true})
+	f := startFakeSpamd(t, symbolsReply(0.5, "A"), spamctest.NoZlib)
+	c := NewClient([]servers.Server{f.Srv}, ClientOptions{Compress: true})
 	msg := []byte("Subject: x\r\n\r\nbody\r\n")
 	for i := 0; i < 2; i++ {
 		if _, err := c.Check(context.Background(), CmdSymbols, "", BytesBody(msg)); err != nil {
 			t.Fatalf("check %d: %v", i, err)
 		}
 	}
-	reqs := f.requests()
+	reqs := f.Requests()
 	if len(reqs) != 2 || reqs[0].Headers["Compress"] != "" || reqs[1].Headers["Compress"] != "" {
 		t.Fatalf("want two plain requests after the refusal, got %+v", reqs)
 	}
@@ -185,10 +82,10 @@ func TestClientCompressFallsBack(t *testing.T) {
 func TestClientFailover(t *testing.T) {
 	dead := servers.Server{Network: "unix", Addr: filepath.Join(t.TempDir(), "none.sock")}
 	live := startFakeSpamd(t, symbolsReply(2, "X"))
-	c := NewClient([]servers.Server{dead, live.srv}, ClientOptions{})
+	c := NewClient([]servers.Server{dead, live.Srv}, ClientOptions{})
 	for i := 0; i < 3; i++ {
 		res, err := c.Check(context.Background(), CmdSymbols, "", BytesBody([]byte("m")))
-		if err != nil || res.Server != live.srv {
+		if err != nil || res.Server != live.Srv {
 			t.Fatalf("check %d: %v from %v", i, err, res.Server)
 		}
 	}
@@ -200,19 +97,19 @@ func TestClientFailover(t *testing.T) {
 func TestClientSpamdErrorIsFinal(t *testing.T) {
 	a := startFakeSpamd(t, func(fakeRequest) string { return "SPAMD/1.0 76 Bad header line: (Content-Length mismatch)\r\n" })
 	b := startFakeSpamd(t, symbolsReply(2, "X"))
-	c := NewClient([]servers.Server{a.srv, b.srv}, ClientOptions{})
+	c := NewClient([]servers.Server{a.Srv, b.Srv}, ClientOptions{})
 	_, err := c.Check(context.Background(), CmdSymbols, "", BytesBody([]byte("m")))
 	if !errors.Is(err, ErrSpamd) || !strings.Contains(err.Error(), "Content-Length mismatch") {
 		t.Fatalf("error = %v, want spamd's own error", err)
 	}
-	if n := len(b.requests()); n != 0 {
+	if n := len(b.Requests()); n != 0 {
 		t.Fatalf("second server got %d requests after a spamd error reply", n)
 	}
 }
 
 func TestClientSilentServerHonoursDeadline(t *testing.T) {
 	f := startFakeSpamd(t, nil, silentSpamd)
-	c := NewClient([]servers.Server{f.srv}, ClientOptions{})
+	c := NewClient([]servers.Server{f.Srv}, ClientOptions{})
 	const deadline = 300 * time.Millisecond
 	ctx, cancel := context.WithTimeout(context.Background(), deadline)
 	defer cancel()
@@ -235,19 +132,19 @@ func TestClientServerSideErrorsFailOver(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			a := startFakeSpamd(t, func(fakeRequest) string { return fmt.Sprintf("SPAMD/1.5 %d %s\r\n", code, name) })
 			b := startFakeSpamd(t, symbolsReply(2, "X"))
-			c := NewClient([]servers.Server{a.srv, b.srv}, ClientOptions{})
+			c := NewClient([]servers.Server{a.Srv, b.Srv}, ClientOptions{})
 			res, err := c.Check(context.Background(), CmdSymbols, "", BytesBody([]byte("m")))
-			if err != nil || res.Server != b.srv || res.Score != 2 {
+			if err != nil || res.Server != b.Srv || res.Score != 2 {
 				t.Fatalf("got %+v, %v; want the second server's score", res, err)
 			}
-			if _, down := c.Down()[a.srv.String()]; !down || len(a.requests()) != 1 {
-				t.Fatalf("down = %v, first server asked %d times", c.Down(), len(a.requests()))
+			if _, down := c.Down()[a.Srv.String()]; !down || len(a.Requests()) != 1 {
+				t.Fatalf("down = %v, first server asked %d times", c.Down(), len(a.Requests()))
 			}
 		})
 	}
 	// Every server refusing: the error is spamd's, not "unavailable" only.
 	a := startFakeSpamd(t, func(fakeRequest) string { return "SPAMD/1.5 75 EX_TEMPFAIL\r\n" })
-	c := NewClient([]servers.Server{a.srv}, ClientOptions{})
+	c := NewClient([]servers.Server{a.Srv}, ClientOptions{})
 	if _, err := c.Check(context.Background(), CmdSymbols, "", BytesBody([]byte("m"))); !errors.Is(err, ErrSpamd) ||
 		!errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "EX_TEMPFAIL") {
 		t.Fatalf("error = %v, want spamd's EX_TEMPFAIL", err)
@@ -258,14 +155,14 @@ func TestClientServerSideErrorsFailOver(t *testing.T) {
 func TestClientSilentServerFailsOver(t *testing.T) {
 	quiet := startFakeSpamd(t, nil, silentSpamd)
 	live := startFakeSpamd(t, symbolsReply(2, "X"))
-	c := NewClient([]servers.Server{quiet.srv, live.srv}, ClientOptions{})
+	c := NewClient([]servers.Server{quiet.Srv, live.Srv}, ClientOptions{})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	res, err := c.Check(ctx, CmdSymbols, "", BytesBody([]byte("m")))
-	if err != nil || res.Server != live.srv {
+	if err != nil || res.Server != live.Srv {
 		t.Fatalf("got %+v, %v; want the live server's answer", res, err)
 	}
-	if _, down := c.Down()[live.srv.String()]; down {
+	if _, down := c.Down()[live.Srv.String()]; down {
 		t.Fatalf("the healthy server is marked down: %v", c.Down())
 	}
 }
@@ -340,12 +237,12 @@ func TestClientRejectsMalformedReply(t *testing.T) {
 	f := startFakeSpamd(t, func(fakeRequest) string {
 		return "SPAMD/1.1 0 EX_OK\r\nContent-length: 99\r\nSpam: True ; 5.0 / 5.0\r\n\r\nX"
 	})
-	c := NewClient([]servers.Server{f.srv}, ClientOptions{})
+	c := NewClient([]servers.Server{f.Srv}, ClientOptions{})
 	if _, err := c.Check(context.Background(), CmdSymbols, "", BytesBody([]byte("m"))); !errors.Is(err, ErrProtocol) {
 		t.Fatalf("error = %v, want ErrProtocol", err)
 	}
 	g := startFakeSpamd(t, func(fakeRequest) string { return "SPAMD/1.1 0 EX_OK\r\nContent-length: 1\r\n\r\nX" })
-	c = NewClient([]servers.Server{g.srv}, ClientOptions{})
+	c = NewClient([]servers.Server{g.Srv}, ClientOptions{})
 	if _, err := c.Check(context.Background(), CmdSymbols, "", BytesBody([]byte("m"))); !errors.Is(err, ErrProtocol) {
 		t.Fatalf("reply without Spam header: error = %v, want ErrProtocol", err)
 	}
@@ -361,14 +258,14 @@ func TestClientTell(t *testing.T) {
 		}
 		return "SPAMD/1.1 0 EX_OK\r\n\r\n\r\n"
 	})
-	c := NewClient([]servers.Server{f.srv}, ClientOptions{})
+	c := NewClient([]servers.Server{f.Srv}, ClientOptions{})
 	for _, cl := range []Class{Spam, Ham, Forget} {
 		changed, err := c.Tell(context.Background(), cl, "", BytesBody([]byte("Subject: x\r\n\r\nb\r\n")))
 		if err != nil || !changed {
 			t.Fatalf("Tell(%s) = %v, %v", cl, changed, err)
 		}
 	}
-	reqs := f.requests()
+	reqs := f.Requests()
 	if reqs[0].Headers["Message-class"] != "spam" || reqs[1].Headers["Message-class"] != "ham" || reqs[2].Headers["Remove"] != "local" {
 		t.Fatalf("requests: %+v", reqs)
 	}

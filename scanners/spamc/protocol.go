@@ -1,4 +1,4 @@
-package spamd
+package spamc
 
 import (
 	"bytes"

@@ -1,4 +1,7 @@
-package spamd
+// Package spamc is a client of SpamAssassin's spamd (the SPAMC protocol): CHECK, SYMBOLS, REPORT, TELL and
+// PING, with failover across servers (package servers) and optional zlib compression. The spamd check
+// scores mail with it; `moat learn` and the quarantine teach spamd with TELL.
+package spamc
 
 import (
 	"bytes"
@@ -55,6 +58,9 @@ func NewClient(list []servers.Server, opts ClientOptions) *Client {
 		RetryAfter: retryAfter, Scanner: "spamd"})
 	return c
 }
+
+// Servers lists the client's servers, in the configured order.
+func (c *Client) Servers() []servers.Server { return c.pool.Servers() }
 
 // Down lists the servers currently skipped, with the reason.
 func (c *Client) Down() map[string]error { return c.pool.Down() }
