@@ -56,7 +56,7 @@ func setup(t *testing.T, hits *atomic.Int64) (base string, id string) {
 	if err := web.SetPassword(filepath.Join(dir, "web.passwd"), "admin", "browser-pw"); err != nil {
 		t.Fatal(err)
 	}
-	text := ("[store]\npath = \"moat.db\"\n[quarantine]\nrelease_via = \"127.0.0.1:1\"\nlocal_domains = [\"example.org\"]\n"+
+	text := ("[store]\npath = \"moat.db\"\n[quarantine]\nrelease_via = \"127.0.0.1:1\"\nlocal_domains = [\"example.org\"]\n" +
 		"[web]\npasswords = \"web.passwd\"\n")
 	f, err := config.Parse(filepath.Join(dir, "moat.toml"), []byte(text))
 	if err != nil {
