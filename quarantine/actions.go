@@ -19,7 +19,9 @@ var ErrNoWhitelist = errors.New("quarantine: the learned white list is not avail
 
 // matches reports whether rec is selected by qu.
 func (qu Query) matches(rec Record) bool {
-	fold := func(s, sub string) bool { return sub == "" || strings.Contains(strings.ToLower(s), strings.ToLower(sub)) }
+	fold := func(s, sub string) bool {
+		return sub == "" || strings.Contains(strings.ToLower(s), strings.ToLower(sub))
+	}
 	if !fold(rec.Sender, qu.Sender) || (qu.Kind != "" && rec.Kind != qu.Kind) {
 		return false
 	}

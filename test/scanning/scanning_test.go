@@ -23,7 +23,7 @@ import (
 	"time"
 
 	"github.com/moatmail/moat/scanners/servers"
-	"github.com/moatmail/moat/scanners/spamd"
+	"github.com/moatmail/moat/scanners/spamc"
 	"github.com/moatmail/moat/test/stack"
 )
 
@@ -118,10 +118,10 @@ func parse(t *testing.T, raw []byte) mail.Header {
 // score asks spamd directly (as moat will) what a message scores.
 func score(t *testing.T, addr string, msg []byte) float64 {
 	t.Helper()
-	c := spamd.NewClient([]servers.Server{{Network: "tcp", Addr: addr}}, spamd.ClientOptions{})
+	c := spamc.NewClient([]servers.Server{{Network: "tcp", Addr: addr}}, spamc.ClientOptions{})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	res, err := c.Check(ctx, spamd.CmdSymbols, "", spamd.BytesBody(bytes.ReplaceAll(msg, []byte("\r\n"), []byte("\n"))))
+	res, err := c.Check(ctx, spamc.CmdSymbols, "", spamc.BytesBody(bytes.ReplaceAll(msg, []byte("\r\n"), []byte("\n"))))
 	if err != nil {
 		t.Fatal(err)
 	}
