@@ -27,6 +27,7 @@ import (
 	"github.com/moatmail/moat/config"
 	"github.com/moatmail/moat/metrics"
 	"github.com/moatmail/moat/policy"
+	"github.com/moatmail/moat/web"
 )
 
 // command is one subcommand. Packages of checks add theirs to commands from init() in cmd/moat/checks_*.go.
@@ -270,7 +271,8 @@ func runCheckConfig(args []string, stdout, stderr io.Writer) int {
 	mc, milterErr := loadMilterConfig(f)
 	_, logErr := loadLogConfig(f)
 	_, metricsErr := metrics.LoadConfig(f)
-	if err := errors.Join(milterErr, logErr, metricsErr, engErr); err != nil {
+	_, webErr := web.LoadConfig(f)
+	if err := errors.Join(milterErr, logErr, metricsErr, webErr, engErr); err != nil {
 		return fail(stderr, err)
 	}
 	for _, w := range configWarnings(f) {

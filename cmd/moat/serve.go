@@ -23,6 +23,7 @@ import (
 	"github.com/moatmail/moat/metrics"
 	"github.com/moatmail/moat/milter"
 	"github.com/moatmail/moat/policy"
+	"github.com/moatmail/moat/web"
 )
 
 // logConfig is the [log] table.
@@ -186,6 +187,15 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		}()
 		log.Info("metrics endpoint listening", "addr", ms.Addr().String(), "tls", metc.TLSCert != "")
 	}
+	stopReview, err := startReview(f, log)
+	if err != nil {
+		for _, ln := range lns {
+			_ = ln.Close()
+		}
+		eng.Retire()
+		return fail(stderr, err)
+	}
+	defer stopReview()
 	log.Info("moat started", "version", policy.Version, "config", *path, "listen", strings.Join(mc.Listen, " "),
 		"checks", orNone(eng.Checks()), "authserv_id", eng.Settings.AuthservID, "dry_run", eng.Settings.DryRun,
 		"tag_score", eng.Settings.TagScore, "reject_score", eng.Settings.RejectScore, "user", runAsOrCurrent(runAs))
@@ -274,6 +284,9 @@ func reload(path string, running milter.Config, runningLog logConfig, srv *milte
 	}
 	if err == nil {
 		_, err = metrics.LoadConfig(f)
+	}
+	if err == nil {
+		_, err = web.LoadConfig(f) // validated; its changes take effect at restart
 	}
 	if err != nil {
 		log.Error("reload failed; the running configuration stays in force", "err", err)

@@ -12,12 +12,13 @@ import (
 	"github.com/moatmail/moat/policy"
 	"github.com/moatmail/moat/quarantine"
 	"github.com/moatmail/moat/store"
+	"github.com/moatmail/moat/web"
 )
 
 // services returns the services of a configuration, for serve, reload, scan and check-config alike.
 func services() policy.Services {
 	return policy.Services{
-		Tables:   []string{resolver.Table, store.Table, quarantine.Table, metrics.Table},
+		Tables:   []string{resolver.Table, store.Table, quarantine.Table, metrics.Table, web.Table},
 		Resolver: resolver.FromConfig,
 		Store:    store.FromConfig,
 		Holder:   quarantineHolder,
