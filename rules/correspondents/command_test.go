@@ -38,7 +38,8 @@ func TestCommandForget(t *testing.T) {
 	run := func(args ...string) string {
 		t.Helper()
 		var out bytes.Buffer
-		if err := Command(context.Background(), f, args, &out); err != nil {
+		open := func(ctx context.Context) (store.Store, error) { return store.Load(ctx, f) }
+		if err := Command(context.Background(), f, open, args, &out); err != nil {
 			t.Fatalf("%v: %v", args, err)
 		}
 		return out.String()
