@@ -21,7 +21,7 @@ func init() {
 		run: runQuarantine,
 		usage: "[-c FILE] list [--json] [--sender S] [--rcpt R] [--kind spam|virus|policy] [--since 24h|2026-12-01]\n" +
 			"[-c FILE] show ID\n[-c FILE] release ID [--rcpt ADDR]...\n[-c FILE] delete ID\n" +
-			"[-c FILE] learn spam|ham ID\n[-c FILE] purge"}
+			"[-c FILE] learn spam|ham ID\n[-c FILE] purge\n[-c FILE] digest [--since 24h]"}
 }
 
 func runQuarantine(args []string, stdout, stderr io.Writer) int {
@@ -54,6 +54,12 @@ func runQuarantine(args []string, stdout, stderr io.Writer) int {
 	case "purge":
 		operands = 0
 	case "show", "delete":
+	case "digest":
+		// The recipients' digests belong to the review page (package web): cmd/moat/web.go.
+		if *path != "" {
+			rest = append([]string{"-c", *path}, rest...)
+		}
+		return runDigest(rest, stdout, stderr)
 	default:
 		return usageError(stderr, "quarantine", "unknown subcommand "+sub)
 	}

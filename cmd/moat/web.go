@@ -1,7 +1,7 @@
 package main
 
-// The review page ([web], package web): moat passwd writes the administrators' password file, moat digest
-// mails each recipient its held mail, and serve starts the page when the table is present.
+// The review page ([web], package web): moat passwd writes the administrators' password file, moat
+// quarantine digest mails each recipient its held mail, and serve starts the page when the table is present.
 import (
 	"bufio"
 	"context"
@@ -24,8 +24,6 @@ import (
 func init() {
 	commands["passwd"] = command{summary: "add an administrator of the review page, or change a password ([web] passwords)",
 		run: runPasswd, usage: "[-c FILE] [-f PASSWORD-FILE] [--stdin] USER"}
-	commands["digest"] = command{summary: "mail each local recipient with held mail its digest with a signed link ([web.digest])",
-		run: runDigest, usage: "[-c FILE] [--since DURATION]"}
 }
 
 // stdin is the terminal or pipe moat passwd reads from; tests replace it.
@@ -155,14 +153,15 @@ func startReview(f *config.File, log *slog.Logger) (stop func(), err error) {
 	}, nil
 }
 
+// runDigest is moat quarantine digest.
 func runDigest(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("digest", flag.ContinueOnError)
+	fs := flag.NewFlagSet("quarantine digest", flag.ContinueOnError)
 	path := configFlag(fs)
 	since := fs.Duration("since", 24*time.Hour, "mail only recipients with mail held within this `duration`")
-	if code, ok := parseFlags("digest", fs, args, stdout, stderr); !ok {
+	if code, ok := parseFlags("quarantine", fs, args, stdout, stderr); !ok {
 		return code
 	}
-	if code, ok := noOperands("digest", fs, stderr); !ok {
+	if code, ok := noOperands("quarantine", fs, stderr); !ok {
 		return code
 	}
 	f, err := loadConfig(*path)

@@ -48,9 +48,7 @@ func TestQuarantineStorePostfix(t *testing.T) {
 		recs[0].Recipients[0].State != "held" {
 		t.Fatalf("quarantine list: %+v", recs)
 	}
-	if !strings.Contains(m.Log(), "ref="+recs[0].ID) {
-		t.Fatalf("moat's log has no line with ref=%s:\n%s", recs[0].ID, m.Log())
-	}
+	m.WaitLog(t, "ref="+recs[0].ID, 10*time.Second)
 	if out, _ := exec.Command("postqueue", "-c", pf.ConfDir, "-p").CombinedOutput(); !strings.Contains(string(out), "Mail queue is empty") {
 		t.Fatalf("Postfix kept the message:\n%s", out)
 	}

@@ -169,6 +169,24 @@ func StartMoatArgs(t testing.TB, args []string, waitFor ...string) *Moat {
 // Log returns everything moat wrote to stdout and stderr so far.
 func (m *Moat) Log() string { return m.p.out.String() }
 
+// WaitLog waits up to timeout for moat's output to contain s and returns the
+// output; it fails the test on timeout. Moat writes a message's summary line
+// after it answers the MTA, so a test holding the SMTP reply can be ahead of
+// the log.
+func (m *Moat) WaitLog(t testing.TB, s string, timeout time.Duration) string {
+	t.Helper()
+	for deadline := time.Now().Add(timeout); ; time.Sleep(20 * time.Millisecond) {
+		out := m.Log()
+		if strings.Contains(out, s) {
+			return out
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stack: moat's log has no %q after %v:\n%s", s, timeout, tail(out, 30))
+			return out
+		}
+	}
+}
+
 // Pid returns the process id.
 func (m *Moat) Pid() int { return m.p.cmd.Process.Pid }
 
