@@ -116,7 +116,7 @@ func TestQuarantineTodayPostfix(t *testing.T) {
 	if log := pf.Log(); !strings.Contains(log, id+": milter-hold") {
 		t.Errorf("the mail log lacks milter-hold for %s:\n%s", id, log)
 	}
-	if log := m.Log(); !regexp.MustCompile(`queue_id=` + id + ` .*action=quarantine reason=test/`).MatchString(log) {
+	if log := m.WaitLog(t, "queue_id="+id, 10*time.Second); !regexp.MustCompile(`queue_id=` + id + ` .*action=quarantine reason=test/`).MatchString(log) {
 		t.Errorf("moat's log line for queue id %s lacks the quarantine and its reason:\n%s", id, log)
 	}
 	run("postsuper", "-H", id)

@@ -289,7 +289,7 @@ func TestRedisDownAccepts(t *testing.T) {
 	if _, ok := headerValue(msgs[0], "X-Greylist"); ok {
 		t.Fatalf("X-Greylist on a message accepted because the store failed:\n%s", msgs[0])
 	}
-	log := in.moat.Log()
+	log := in.moat.WaitLog(t, "greylist=temperror", 10*time.Second)
 	if !strings.Contains(log, "greylist=temperror") || !strings.Contains(log, "store: greylist:") {
 		t.Fatalf("the store error is not in moat's log:\n%s", log)
 	}
